@@ -1,0 +1,158 @@
+//! The client side of the etcd v3 API, shared by the `cairn` CLI, `cairn bench` and the operator.
+//!
+//! A thin layer over the generated tonic clients: it normalises endpoints the way etcdctl does,
+//! dials them in order with a deadline, and raises message limits to etcd's. Callers use the
+//! typed gRPC clients directly, so every request field stays reachable.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::etcdserverpb::{
+    auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
+    lease_client::LeaseClient, maintenance_client::MaintenanceClient, watch_client::WatchClient,
+};
+
+/// Errors from connecting to a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid endpoint {endpoint:?}: {source}")]
+    InvalidEndpoint {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("no endpoint given")]
+    NoEndpoints,
+    #[error("could not connect to any of {endpoints:?}: {last}")]
+    Unreachable { endpoints: Vec<String>, last: String },
+}
+
+/// How to reach a cluster.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub dial_timeout: Duration,
+    /// Per-request deadline applied to every call on the channel.
+    pub request_timeout: Option<Duration>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self { dial_timeout: Duration::from_secs(2), request_timeout: None }
+    }
+}
+
+/// Turns etcdctl-style endpoints (`host:port`, `http://host:port`) into URLs tonic can dial.
+pub fn normalize_endpoint(endpoint: &str) -> String {
+    let trimmed = endpoint.trim();
+    if trimmed.contains("://") {
+        trimmed.to_string()
+    } else {
+        format!("http://{trimmed}")
+    }
+}
+
+/// A connection to one member of a cluster (the first of the endpoints that answers).
+#[derive(Clone, Debug)]
+pub struct Client {
+    channel: Channel,
+    endpoint: String,
+}
+
+/// Largest message a client accepts: etcd clients send up to 2 MiB and receive without limit.
+const MAX_DECODE: usize = i32::MAX as usize;
+
+impl Client {
+    /// Dials the endpoints in order and keeps the first connection that succeeds.
+    pub async fn connect(endpoints: &[String], opts: &ConnectOptions) -> Result<Self, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        let mut last = String::new();
+        for ep in endpoints {
+            let url = normalize_endpoint(ep);
+            let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|source| {
+                ClientError::InvalidEndpoint { endpoint: ep.clone(), source }
+            })?;
+            endpoint = endpoint
+                .connect_timeout(opts.dial_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10));
+            if let Some(t) = opts.request_timeout {
+                endpoint = endpoint.timeout(t);
+            }
+            match tokio::time::timeout(opts.dial_timeout, endpoint.connect()).await {
+                Ok(Ok(channel)) => return Ok(Self { channel, endpoint: url }),
+                Ok(Err(e)) => last = format!("{ep}: {e}"),
+                Err(_) => last = format!("{ep}: dial timeout after {:?}", opts.dial_timeout),
+            }
+        }
+        Err(ClientError::Unreachable { endpoints: endpoints.to_vec(), last })
+    }
+
+    /// The URL of the member this client is connected to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
+    }
+
+    pub fn watch(&self) -> WatchClient<Channel> {
+        WatchClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
+    }
+
+    pub fn lease(&self) -> LeaseClient<Channel> {
+        LeaseClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
+    }
+
+    pub fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
+    }
+
+    pub fn maintenance(&self) -> MaintenanceClient<Channel> {
+        MaintenanceClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
+    }
+
+    pub fn auth(&self) -> AuthClient<Channel> {
+        AuthClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
+    }
+}
+
+/// The end of the key range that covers every key starting with `prefix` (etcd's `GetPrefixRangeEnd`).
+pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte was 0xff (or the prefix was empty): the range runs to the end of the keyspace.
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_get_a_scheme() {
+        assert_eq!(normalize_endpoint("127.0.0.1:2379"), "http://127.0.0.1:2379");
+        assert_eq!(normalize_endpoint("https://a:1"), "https://a:1");
+    }
+
+    #[test]
+    fn prefix_end_follows_etcd() {
+        assert_eq!(prefix_range_end(b"abc"), b"abd");
+        assert_eq!(prefix_range_end(b"a\xff"), b"b");
+        assert_eq!(prefix_range_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_range_end(b""), vec![0]);
+    }
+}
