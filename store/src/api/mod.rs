@@ -1,0 +1,9 @@
+//! The etcd v3 gRPC services, one module per service, as etcd's `v3rpc` has them.
+//! Each handler validates (etcd's exact errors), then reads MVCC or proposes through Raft.
+
+pub mod cluster;
+pub mod errors;
+pub mod kv;
+pub mod maintenance;
+pub mod unimplemented;
+pub mod validate;

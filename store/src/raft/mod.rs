@@ -1,0 +1,86 @@
+//! Consensus: openraft wiring for cairn.
+//!
+//! - [`log_store`]: the replicated log and vote, fsynced before openraft is told they are durable.
+//! - [`state_machine`]: applies committed commands to MVCC, builds and installs snapshots.
+//! - [`network`]: the peer client (gRPC on the peer URL); [`peer_service`] is its server side.
+//! - [`codec`]: how commands and Raft messages are encoded.
+
+pub mod codec;
+pub mod log_store;
+pub mod network;
+pub mod peer_service;
+pub mod state_machine;
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mvcc::MvccError;
+use crate::proto::etcdserverpb::{
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
+};
+
+pub type NodeId = u64;
+
+/// A member as Raft knows it: enough to reach it and to show it in MemberList.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.name, self.peer_urls.join(","))
+    }
+}
+
+openraft::declare_raft_types!(
+    /// cairn's openraft type configuration.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = Member,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
+pub type Entry = openraft::Entry<TypeConfig>;
+
+/// A replicated command: everything that changes the state machine goes through the log as one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Command {
+    Put(#[serde(with = "codec::pb")] PutRequest),
+    DeleteRange(#[serde(with = "codec::pb")] DeleteRangeRequest),
+    Txn(#[serde(with = "codec::pb")] TxnRequest),
+    Compact {
+        revision: i64,
+    },
+    /// A member announces its name and client URLs after it starts (as etcd's publish).
+    PublishMember {
+        id: NodeId,
+        name: String,
+        client_urls: Vec<String>,
+    },
+}
+
+/// What applying a [`Command`] returned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CommandResult {
+    Put(#[serde(with = "codec::pb")] PutResponse),
+    DeleteRange(#[serde(with = "codec::pb")] DeleteRangeResponse),
+    Txn(#[serde(with = "codec::pb")] TxnResponse),
+    /// The store's revision after a command with no payload of its own (Compact, PublishMember).
+    Revision(i64),
+    Failed(MvccError),
+}
+
+/// Name and client URLs a member published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAttributes {
+    pub name: String,
+    pub client_urls: Vec<String>,
+}

@@ -1,0 +1,95 @@
+//! The server side of the peer protocol: hands Raft messages to openraft, commits proposals
+//! forwarded by followers, and answers read-index requests.
+
+use openraft::error::{ClientWriteError, RaftError};
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use super::codec;
+use super::network::{decode_command, ForwardError, ForwardResult};
+use super::{NodeId, Raft};
+use crate::proto::cairnpeerpb::peer_server::Peer;
+use crate::proto::cairnpeerpb::{Payload, ReadIndexRequest, ReadIndexResponse};
+
+pub struct PeerService {
+    raft: Raft,
+    id: NodeId,
+}
+
+impl PeerService {
+    pub fn new(raft: Raft, id: NodeId) -> Self {
+        Self { raft, id }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
+    let data = codec::encode("peer reply", value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(Payload { data }))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(req: &Payload) -> Result<T, Status> {
+    codec::decode("peer request", &req.data).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req = decode(request.get_ref())?;
+        reply(&self.raft.append_entries(req).await)
+    }
+
+    async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req = decode(request.get_ref())?;
+        reply(&self.raft.vote(req).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Payload>,
+    ) -> Result<Response<Payload>, Status> {
+        let req = decode(request.get_ref())?;
+        reply(&self.raft.install_snapshot(req).await)
+    }
+
+    async fn propose(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let cmd = decode_command(&request.get_ref().data)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Never forward again: a follower with stale leader information retries itself.
+        let result: ForwardResult = if !self.is_leader() {
+            Err(ForwardError::NotLeader)
+        } else {
+            match self.raft.client_write(cmd).await {
+                Ok(resp) => Ok(resp.data),
+                // openraft answers ForwardToLeader only for entries it never appended or truncated
+                // (which can never commit), so the follower may safely retry.
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    Err(ForwardError::NotLeader)
+                }
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(_))) => {
+                    Err(ForwardError::LeaderChanged)
+                }
+                Err(RaftError::Fatal(_)) => Err(ForwardError::Stopped),
+            }
+        };
+        reply(&result)
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        if !self.is_leader() {
+            return Err(Status::failed_precondition("not leader"));
+        }
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _)) => Ok(Response::new(ReadIndexResponse {
+                index: read_log_id.map_or(0, |l| l.index),
+            })),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+}

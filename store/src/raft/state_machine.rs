@@ -1,0 +1,423 @@
+//! The replicated state machine: committed commands applied to MVCC, in log order.
+//!
+//! After each entry one record (`M state`) stores the applied log id together with the MVCC
+//! revisions, so after a crash the entry is either fully counted or re-applied from scratch (and
+//! re-applying writes exactly the same versions; see `mvcc::write`). Snapshots are a dump of the
+//! state-machine keyspaces taken under the apply lock, so they match their log id exactly.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageError,
+    StorageIOError,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::codec;
+use super::{
+    Command, CommandResult, Entry, LogId, Member, MemberAttributes, NodeId, StoredMembership,
+    TypeConfig,
+};
+use crate::lease::Leases;
+use crate::mvcc::{Change, Mvcc, MvccError};
+use crate::storage::{space, Backend, Batch};
+
+const STATE: &[u8] = b"Mstate";
+const MEMBER_PREFIX: &[u8] = b"Mmember/";
+const SNAPSHOT_MAGIC: &[u8] = b"CAIRNSNAP1\n";
+
+/// Everything the state machine records about how far it got.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AppliedState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub revision: i64,
+    pub compacted: i64,
+}
+
+/// The changes of one revision, as the watch fan-out receives them.
+#[derive(Debug)]
+pub struct RevisionChanges {
+    pub revision: i64,
+    pub changes: Vec<Change>,
+}
+
+pub struct Inner {
+    backend: Arc<dyn Backend>,
+    pub mvcc: Arc<Mvcc>,
+    pub leases: Leases,
+    state: Mutex<AppliedState>,
+    snapshot_dir: PathBuf,
+    changes: broadcast::Sender<Arc<RevisionChanges>>,
+}
+
+/// Shared handle to the state machine (openraft holds one; the API layer reads through another).
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Inner>,
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        openraft::AnyError::new(&e),
+    )
+    .into()
+}
+
+fn member_key(id: NodeId) -> Vec<u8> {
+    let mut k = MEMBER_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+impl StateMachine {
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        snapshot_dir: PathBuf,
+    ) -> Result<Self, StorageError<NodeId>> {
+        std::fs::create_dir_all(&snapshot_dir).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let state = load_state(backend.as_ref())?;
+        let mvcc = Arc::new(Mvcc::new(backend.clone(), state.revision, state.compacted));
+        let (changes, _) = broadcast::channel(1024);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                leases: Leases::new(backend.clone()),
+                backend,
+                mvcc,
+                state: Mutex::new(state),
+                snapshot_dir,
+                changes,
+            }),
+        })
+    }
+
+    pub fn mvcc(&self) -> &Arc<Mvcc> {
+        &self.inner.mvcc
+    }
+
+    /// Subscribes to the changes of every revision applied from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RevisionChanges>> {
+        self.inner.changes.subscribe()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, AppliedState> {
+        // A panic while applying leaves the state as it was before the entry; keep serving it.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn applied_state(&self) -> AppliedState {
+        self.lock().clone()
+    }
+
+    /// Name and client URLs each member published.
+    pub fn member_attributes(&self, id: NodeId) -> Option<MemberAttributes> {
+        let raw = self.inner.backend.get(&member_key(id)).ok()??;
+        codec::decode("member attributes", &raw).ok()
+    }
+
+    fn persist(&self, state: &AppliedState) -> Result<(), StorageError<NodeId>> {
+        let raw = codec::encode("applied state", state).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.inner
+            .backend
+            .insert(STATE, &raw)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))
+    }
+
+    fn apply_command(&self, cmd: &Command) -> Result<CommandResult, StorageError<NodeId>> {
+        let mvcc = &self.inner.mvcc;
+        let leases = &self.inner.leases;
+        let outcome = match cmd {
+            Command::Put(req) => mvcc
+                .apply_put(req, leases)
+                .map(|o| (CommandResult::Put(o.response), o.revision, o.changes)),
+            Command::DeleteRange(req) => mvcc.apply_delete(req).map(|o| {
+                (
+                    CommandResult::DeleteRange(o.response),
+                    o.revision,
+                    o.changes,
+                )
+            }),
+            Command::Txn(req) => mvcc
+                .apply_txn(req, leases)
+                .map(|o| (CommandResult::Txn(o.response), o.revision, o.changes)),
+            Command::Compact { revision } => mvcc.compact(*revision).map(|()| {
+                (
+                    CommandResult::Revision(mvcc.current_revision()),
+                    0,
+                    Vec::new(),
+                )
+            }),
+            Command::PublishMember {
+                id,
+                name,
+                client_urls,
+            } => {
+                let attrs = MemberAttributes {
+                    name: name.clone(),
+                    client_urls: client_urls.clone(),
+                };
+                let raw = codec::encode("member attributes", &attrs)
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                self.inner
+                    .backend
+                    .insert(&member_key(*id), &raw)
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                Ok((
+                    CommandResult::Revision(mvcc.current_revision()),
+                    0,
+                    Vec::new(),
+                ))
+            }
+        };
+        match outcome {
+            Ok((result, revision, changes)) => {
+                crate::metrics::proposal_applied();
+                if !changes.is_empty() {
+                    // Nobody listening is fine: watchers catch up from history.
+                    let _ = self
+                        .inner
+                        .changes
+                        .send(Arc::new(RevisionChanges { revision, changes }));
+                }
+                Ok(result)
+            }
+            Err(MvccError::Storage(detail)) => {
+                Err(sm_err(ErrorVerb::Write, std::io::Error::other(detail)))
+            }
+            Err(e) => {
+                crate::metrics::proposal_failed();
+                Ok(CommandResult::Failed(e))
+            }
+        }
+    }
+
+    /// Dumps the state-machine keyspaces (under the apply lock, so it matches `state`).
+    fn dump(&self) -> Result<(Vec<u8>, AppliedState), StorageError<NodeId>> {
+        let state = self.lock();
+        let mut out = SNAPSHOT_MAGIC.to_vec();
+        for prefix in space::STATE_MACHINE {
+            for item in crate::storage::scan_prefix(self.inner.backend.as_ref(), &[prefix]) {
+                let (k, v) = item.map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+                out.extend_from_slice(&k);
+                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                out.extend_from_slice(&v);
+            }
+        }
+        Ok((out, state.clone()))
+    }
+
+    fn snapshot_paths(&self) -> (PathBuf, PathBuf) {
+        (
+            self.inner.snapshot_dir.join("current.snap"),
+            self.inner.snapshot_dir.join("current.meta"),
+        )
+    }
+
+    fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        data: &[u8],
+    ) -> Result<(), StorageError<NodeId>> {
+        let (snap, meta_path) = self.snapshot_paths();
+        let raw_meta =
+            codec::encode("snapshot meta", meta).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        write_atomically(&snap, data).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        write_atomically(&meta_path, &raw_meta).map_err(|e| sm_err(ErrorVerb::Write, e))
+    }
+}
+
+fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn load_state(backend: &dyn Backend) -> Result<AppliedState, StorageError<NodeId>> {
+    match backend.get(STATE).map_err(|e| sm_err(ErrorVerb::Read, e))? {
+        None => Ok(AppliedState {
+            revision: 1,
+            ..Default::default()
+        }),
+        Some(raw) => codec::decode("applied state", &raw).map_err(|e| sm_err(ErrorVerb::Read, e)),
+    }
+}
+
+/// Parses a snapshot dump into its key-value pairs.
+fn parse_dump(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+    let mut rest = data
+        .strip_prefix(SNAPSHOT_MAGIC)
+        .ok_or("not a cairn snapshot")?;
+    let mut pairs = Vec::new();
+    let take = |rest: &mut &[u8]| -> Result<usize, String> {
+        if rest.len() < 4 {
+            return Err("truncated snapshot".into());
+        }
+        let (len, tail) = rest.split_at(4);
+        *rest = tail;
+        Ok(u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize)
+    };
+    while !rest.is_empty() {
+        let klen = take(&mut rest)?;
+        if rest.len() < klen {
+            return Err("truncated snapshot key".into());
+        }
+        let (k, tail) = rest.split_at(klen);
+        rest = tail;
+        let vlen = take(&mut rest)?;
+        if rest.len() < vlen {
+            return Err("truncated snapshot value".into());
+        }
+        let (v, tail) = rest.split_at(vlen);
+        rest = tail;
+        pairs.push((k, v));
+    }
+    Ok(pairs)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let this = self.clone();
+        let (data, state) = tokio::task::spawn_blocking(move || this.dump())
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Read, e))??;
+        let snapshot_id = match &state.last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, state.revision),
+            None => format!("0-0-{}", state.revision),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: state.last_applied,
+            last_membership: state.membership.clone(),
+            snapshot_id,
+        };
+        self.save_snapshot(&meta, &data)?;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built raft snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
+        let s = self.lock();
+        Ok((s.last_applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut results = Vec::new();
+        for entry in entries {
+            let mut state = self.lock().clone();
+            let result = match &entry.payload {
+                EntryPayload::Blank => CommandResult::Revision(self.inner.mvcc.current_revision()),
+                EntryPayload::Normal(cmd) => self.apply_command(cmd)?,
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    CommandResult::Revision(self.inner.mvcc.current_revision())
+                }
+            };
+            state.last_applied = Some(entry.log_id);
+            state.revision = self.inner.mvcc.current_revision();
+            state.compacted = self.inner.mvcc.compact_revision();
+            self.persist(&state)?;
+            *self.lock() = state;
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let data = snapshot.into_inner();
+        let pairs =
+            parse_dump(&data).map_err(|e| sm_err(ErrorVerb::Read, std::io::Error::other(e)))?;
+        let mut guard = self.lock();
+        let backend = self.inner.backend.as_ref();
+        let mut clear = Batch::default();
+        for prefix in space::STATE_MACHINE {
+            for item in crate::storage::scan_prefix(backend, &[prefix]) {
+                clear.delete(item.map_err(|e| sm_err(ErrorVerb::Write, e))?.0.into_vec());
+            }
+        }
+        backend
+            .write(clear)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let mut batch = Batch::default();
+        for (k, v) in pairs {
+            batch.put(k.to_vec(), v.to_vec());
+            if batch.len() >= 10_000 {
+                backend
+                    .write(std::mem::take(&mut batch))
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            }
+        }
+        backend
+            .write(batch)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let mut state = load_state(backend)?;
+        state.last_applied = meta.last_log_id;
+        state.membership = meta.last_membership.clone();
+        let raw =
+            codec::encode("applied state", &state).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        backend
+            .insert(STATE, &raw)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        backend.flush().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.inner.mvcc.reset(state.revision, state.compacted);
+        *guard = state;
+        drop(guard);
+        self.save_snapshot(meta, &data)?;
+        tracing::info!(snapshot = %meta.snapshot_id, "installed raft snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let (snap, meta_path) = self.snapshot_paths();
+        let (Ok(data), Ok(raw_meta)) = (std::fs::read(&snap), std::fs::read(&meta_path)) else {
+            return Ok(None);
+        };
+        let meta =
+            codec::decode("snapshot meta", &raw_meta).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}

@@ -1,0 +1,304 @@
+//! `cairn serve`: flags -> storage -> Raft -> gRPC listeners, and a clean shutdown.
+
+pub mod compactor;
+pub mod config;
+pub mod identity;
+pub mod node;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::api::cluster::ClusterService;
+use crate::api::kv::KvService;
+use crate::api::maintenance::MaintenanceService;
+use crate::api::unimplemented::{AuthService, LeaseService, WatchService};
+use crate::proto::cairnpeerpb::peer_server::PeerServer;
+use crate::proto::etcdserverpb::{
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::peer_service::PeerService;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{Command, Member, Raft};
+use crate::storage::Backend;
+use config::ClusterState;
+pub use config::ServeArgs;
+use identity::Identity;
+use node::{Limits, Node};
+
+/// gRPC allows this much framing on top of `--max-request-bytes`, as etcd does.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Runs a member until SIGINT or SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    let data_dir = args.data_dir();
+    let member_dir = data_dir.join("member");
+    std::fs::create_dir_all(&member_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    tracing::info!(name = %args.name, data_dir = %data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting cairn");
+
+    // Bind first: a port already in use fails start-up before anything is written.
+    let client_listeners = bind_all(&args.listen_client_urls).await?;
+    let peer_listeners = bind_all(&args.listen_peer_urls).await?;
+
+    let backend: Arc<dyn Backend> = Arc::new(
+        crate::storage::open(&member_dir.join("db"))
+            .with_context(|| format!("opening {}", member_dir.display()))?,
+    );
+    let (identity, bootstrap) = resolve_identity(backend.as_ref(), &args)?;
+    tracing::info!(member_id = %format!("{:x}", identity.member_id), cluster_id = %format!("{:x}", identity.cluster_id), "member identity");
+
+    let config = openraft::Config {
+        cluster_name: args.initial_cluster_token.clone(),
+        heartbeat_interval: args.heartbeat_interval,
+        election_timeout_min: args.election_timeout,
+        election_timeout_max: args.election_timeout * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(args.snapshot_count),
+        max_in_snapshot_log_to_keep: args.snapshot_catchup_entries,
+        install_snapshot_timeout: args.election_timeout.max(5_000),
+        ..Default::default()
+    }
+    .validate()
+    .context("raft configuration")?;
+
+    let log_store = LogStore::new(backend.clone());
+    let sm = StateMachine::open(backend.clone(), member_dir.join("snap"))
+        .context("opening the state machine")?;
+    let network = Network::default();
+    let raft = Raft::new(
+        identity.member_id,
+        Arc::new(config),
+        network.clone(),
+        log_store,
+        sm.clone(),
+    )
+    .await
+    .context("starting raft")?;
+    if let Some(members) = bootstrap {
+        // Every initial member initializes with the same membership; openraft accepts that.
+        if let Err(e) = raft.initialize(members).await {
+            tracing::debug!(error = %e, "raft already initialized");
+        }
+    }
+
+    let node = Arc::new(Node {
+        id: identity.member_id,
+        cluster_id: identity.cluster_id,
+        name: args.name.clone(),
+        raft: raft.clone(),
+        sm,
+        peers: network.peers.clone(),
+        limits: Limits {
+            max_request_bytes: args.max_request_bytes,
+            max_txn_ops: args.max_txn_ops,
+            quota_bytes: args.quota_bytes(),
+        },
+        request_timeout: Duration::from_secs(5) + Duration::from_millis(2 * args.election_timeout),
+        backend: backend.clone(),
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in peer_listeners {
+        let svc = PeerServer::new(PeerService::new(raft.clone(), identity.member_id))
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let stop = stopped(stop_rx.clone());
+        servers.spawn(async move {
+            Server::builder()
+                .tcp_nodelay(true)
+                .add_service(svc)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+                .await
+        });
+    }
+    let max_decode = args.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    for listener in client_listeners {
+        let stop = stopped(stop_rx.clone());
+        let router = Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(7200)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(
+                KvServer::new(KvService::new(node.clone()))
+                    .max_decoding_message_size(max_decode)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                MaintenanceServer::new(MaintenanceService::new(node.clone()))
+                    .max_decoding_message_size(max_decode)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                ClusterServer::new(ClusterService::new(node.clone()))
+                    .max_decoding_message_size(max_decode)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(WatchServer::new(WatchService).max_decoding_message_size(max_decode))
+            .add_service(LeaseServer::new(LeaseService).max_decoding_message_size(max_decode))
+            .add_service(AuthServer::new(AuthService).max_decoding_message_size(max_decode));
+        servers.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+                .await
+        });
+    }
+    tracing::info!(clients = ?args.listen_client_urls, peers = ?args.listen_peer_urls, "serving");
+
+    let background = [
+        tokio::spawn(publish_attributes(
+            node.clone(),
+            args.name.clone(),
+            args.advertise_client_urls.clone(),
+        )),
+        tokio::spawn(compactor::run(node.clone(), args.auto_compaction()?)),
+    ];
+
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("received shutdown signal"),
+        Some(res) = servers.join_next() => {
+            match res {
+                Ok(Err(e)) => tracing::error!(error = %e, "a listener failed"),
+                Err(e) => tracing::error!(error = %e, "a listener task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    for task in background {
+        task.abort();
+    }
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    while servers.join_next().await.is_some() {}
+    backend.flush().context("final flush")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn bind_all(urls: &[String]) -> anyhow::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for u in urls {
+        let addr: SocketAddr = config::socket_addr_of(u)?;
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {u}"))?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Loads this member's identity, or derives it for a first start. Returns the initial
+/// membership when this start bootstraps a new cluster.
+fn resolve_identity(
+    backend: &dyn Backend,
+    args: &ServeArgs,
+) -> anyhow::Result<(Identity, Option<BTreeMap<u64, Member>>)> {
+    if let Some(id) = identity::load(backend)? {
+        if id.name != args.name {
+            tracing::warn!(stored = %id.name, flag = %args.name, "data dir belongs to another member name; keeping the stored identity");
+        }
+        return Ok((id, None));
+    }
+    let members = args.initial_members()?;
+    let token = &args.initial_cluster_token;
+    let ids: Vec<(u64, Member)> = members
+        .iter()
+        .map(|(name, urls)| {
+            (
+                identity::member_id(urls, token, None),
+                Member {
+                    name: name.clone(),
+                    peer_urls: urls.clone(),
+                },
+            )
+        })
+        .collect();
+    let me = ids
+        .iter()
+        .find(|(_, m)| m.name == args.name)
+        .map(|(id, _)| *id);
+    match args.initial_cluster_state {
+        ClusterState::New => {
+            let Some(member_id) = me else {
+                bail!("--initial-cluster has no entry for {:?}", args.name)
+            };
+            let all: Vec<u64> = ids.iter().map(|(id, _)| *id).collect();
+            let id = Identity {
+                member_id,
+                cluster_id: identity::cluster_id(&all, token),
+                name: args.name.clone(),
+            };
+            identity::save(backend, &id)?;
+            Ok((id, Some(ids.into_iter().collect())))
+        }
+        ClusterState::Existing => {
+            bail!(
+                "--initial-cluster-state existing (joining a running cluster) is not supported yet"
+            )
+        }
+    }
+}
+
+/// Announces this member's name and client URLs through Raft once a leader exists (etcd's
+/// publish), so MemberList shows them on every member.
+async fn publish_attributes(node: Arc<Node>, name: String, client_urls: Vec<String>) {
+    let want = crate::raft::MemberAttributes {
+        name: name.clone(),
+        client_urls: client_urls.clone(),
+    };
+    loop {
+        if node.sm.member_attributes(node.id).as_ref() == Some(&want) {
+            return;
+        }
+        let cmd = Command::PublishMember {
+            id: node.id,
+            name: name.clone(),
+            client_urls: client_urls.clone(),
+        };
+        match node.propose(cmd).await {
+            Ok(_) => tracing::info!(?client_urls, "published member attributes"),
+            Err(e) => {
+                tracing::debug!(error = %e, "publishing member attributes; will retry");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! A running member: its Raft handle, state machine and the two things every API call needs —
+//! getting a command committed (forwarding to the leader when this member is not it) and making
+//! a read linearizable (ReadIndex, asked of the leader when this member is a follower).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+
+use crate::api::errors::ApiError;
+use crate::mvcc::Mvcc;
+use crate::proto::etcdserverpb::ResponseHeader;
+use crate::raft::network::{ForwardError, PeerError, Peers};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{Command, CommandResult, Member, NodeId, Raft};
+
+/// Limits from the flags that the API enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub quota_bytes: i64,
+}
+
+pub struct Node {
+    pub id: NodeId,
+    pub cluster_id: u64,
+    pub name: String,
+    pub raft: Raft,
+    pub sm: StateMachine,
+    pub peers: Peers,
+    pub limits: Limits,
+    /// How long a request may wait for a leader and for its commit (etcd: 5s + 2 x election).
+    pub request_timeout: Duration,
+    pub backend: Arc<dyn crate::storage::Backend>,
+}
+
+/// Short pause before re-reading leadership after a member said it is not the leader.
+const LEADER_RECHECK: Duration = Duration::from_millis(50);
+
+impl Node {
+    pub fn mvcc(&self) -> &Arc<Mvcc> {
+        self.sm.mvcc()
+    }
+
+    pub fn current_leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// The response header every reply carries.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision,
+            raft_term: self.current_term(),
+        }
+    }
+
+    fn member(&self, id: NodeId) -> Option<Member> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// Waits until some leader is known, or the deadline passes.
+    async fn await_leader(&self, deadline: Instant) -> Result<NodeId, ApiError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let metrics = self
+            .raft
+            .wait(Some(remaining))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .map_err(|_| ApiError::NoLeader)?;
+        metrics.current_leader.ok_or(ApiError::NoLeader)
+    }
+
+    async fn pause(&self, deadline: Instant) -> Result<(), ApiError> {
+        if Instant::now() + LEADER_RECHECK >= deadline {
+            return Err(ApiError::Timeout);
+        }
+        tokio::time::sleep(LEADER_RECHECK).await;
+        Ok(())
+    }
+
+    /// Commits `cmd` through Raft and returns what applying it produced.
+    ///
+    /// Retries only where the command certainly was not appended (no leader yet, the target said
+    /// it is not the leader, the leader could not be reached at all); any other failure leaves the
+    /// outcome unknown and is reported, never retried, so a command is never applied twice.
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResult, ApiError> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let leader = match self.current_leader() {
+                Some(l) => l,
+                None => self.await_leader(deadline).await?,
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if leader == self.id {
+                match tokio::time::timeout(remaining, self.raft.client_write(cmd.clone())).await {
+                    Err(_) => return Err(ApiError::Timeout),
+                    Ok(Ok(resp)) => return Ok(resp.data),
+                    // Never appended, or truncated before commit: safe to retry.
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                        self.pause(deadline).await?
+                    }
+                    Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                        return Err(ApiError::Internal(e.to_string()))
+                    }
+                    Ok(Err(RaftError::Fatal(_))) => return Err(ApiError::Stopped),
+                }
+                continue;
+            }
+            let Some(member) = self.member(leader) else {
+                self.pause(deadline).await?;
+                continue;
+            };
+            match self.peers.propose(&member, &cmd, remaining).await {
+                Ok(Ok(result)) => return Ok(result),
+                Ok(Err(ForwardError::NotLeader)) => self.pause(deadline).await?,
+                Ok(Err(ForwardError::LeaderChanged)) => return Err(ApiError::LeaderChanged),
+                Ok(Err(ForwardError::Stopped)) => self.pause(deadline).await?,
+                Err(PeerError::Call(status)) if not_sent(&status) => self.pause(deadline).await?,
+                Err(PeerError::Call(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+                    return Err(ApiError::Timeout)
+                }
+                Err(_) => return Err(ApiError::TimeoutDueToConnectionLost),
+            }
+        }
+    }
+
+    /// Returns once this member's state reflects every write committed before the call
+    /// (the ReadIndex protocol).
+    pub async fn read_index(&self) -> Result<(), ApiError> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let leader = match self.current_leader() {
+                Some(l) => l,
+                None => self.await_leader(deadline).await?,
+            };
+            if leader == self.id {
+                match self.raft.ensure_linearizable().await {
+                    Ok(_) => return Ok(()),
+                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))
+                    | Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                        self.pause(deadline).await?
+                    }
+                    Err(RaftError::Fatal(_)) => return Err(ApiError::Stopped),
+                }
+                continue;
+            }
+            let Some(member) = self.member(leader) else {
+                self.pause(deadline).await?;
+                continue;
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.peers.read_index(&member, remaining).await {
+                Ok(index) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    return self
+                        .raft
+                        .wait(Some(remaining))
+                        .applied_index_at_least(Some(index), "read index")
+                        .await
+                        .map(|_| ())
+                        .map_err(|_| ApiError::Timeout);
+                }
+                Err(_) => self.pause(deadline).await?,
+            }
+        }
+    }
+}
+
+/// Whether a failed peer call certainly never reached the peer (the connection was refused).
+fn not_sent(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.message().contains("connect")
+}
