@@ -1,19 +1,275 @@
-//! The client side of the `cairn` binary: etcdctl-like subcommands (owned by the CLI work).
-use clap::{Args, Subcommand};
+//! The client side of the `cairn` binary: etcdctl-compatible subcommands.
+//!
+//! Every command follows etcdctl (3.5) in flags, output bytes and exit codes, so scripts written
+//! for etcdctl keep working. Layout: `kv` (put/get/del/compaction), `txn` (etcdctl's txn grammar),
+//! `endpoint` (status/health), `output` (response printers), `gofmt`/`table` (the Go spellings
+//! etcdctl's output is made of).
+use std::io::Write as _;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::client::{Client, ConnectOptions};
+
+pub mod endpoint;
+pub mod gofmt;
+pub mod kv;
+pub mod output;
+pub mod table;
+pub mod txn;
+
+/// etcdctl's exit codes (`cobrautl.Exit*`), kept so scripts can tell failures apart.
+pub mod exit {
+    pub const SUCCESS: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const INVALID_INPUT: i32 = 3;
+    pub const BAD_FEATURE: i32 = 4;
+    pub const BAD_ARGS: i32 = 128;
+}
+
+/// Output formats of `-w/--write-out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Simple,
+    Json,
+    Protobuf,
+    Fields,
+    Table,
+}
 
 /// Options every client subcommand shares (etcdctl's global flags).
+///
+/// TLS and auth flags (`--cacert`, `--cert`, `--key`, `--user`, `--password`,
+/// `--insecure-skip-tls-verify`) belong here when the server grows them.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// gRPC endpoints, comma separated.
-    #[arg(long, global = true, value_delimiter = ',', default_value = "127.0.0.1:2379", env = "ETCDCTL_ENDPOINTS")]
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379",
+        env = "ETCDCTL_ENDPOINTS"
+    )]
     pub endpoints: Vec<String>,
+    /// Dial timeout for client connections (Go duration, e.g. 2s, 500ms).
+    #[arg(long, global = true, default_value = "2s", value_parser = parse_duration_arg, env = "ETCDCTL_DIAL_TIMEOUT")]
+    pub dial_timeout: Duration,
+    /// Timeout for short running commands (excluding dial timeout).
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration_arg, env = "ETCDCTL_COMMAND_TIMEOUT")]
+    pub command_timeout: Duration,
+    /// Output format.
+    #[arg(
+        short = 'w',
+        long,
+        global = true,
+        value_enum,
+        default_value = "simple",
+        env = "ETCDCTL_WRITE_OUT"
+    )]
+    pub write_out: OutputFormat,
+    /// Print byte strings as hex encoded strings.
+    #[arg(long, global = true, env = "ETCDCTL_HEX")]
+    pub hex: bool,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    gofmt::parse_duration(s)
 }
 
 /// Client subcommands.
 #[derive(Debug, Subcommand)]
-pub enum ClientCommand {}
+pub enum ClientCommand {
+    /// Puts the given key into the store.
+    Put(kv::PutArgs),
+    /// Gets the key or a range of keys.
+    Get(kv::GetArgs),
+    /// Removes the specified key or range of keys [key, range_end).
+    Del(kv::DelArgs),
+    /// Txn processes all the requests in one transaction (read from stdin).
+    Txn(txn::TxnArgs),
+    /// Compacts the event history.
+    Compaction(kv::CompactionArgs),
+    /// Endpoint related commands.
+    #[command(subcommand)]
+    Endpoint(endpoint::EndpointCommand),
+}
+
+/// A failed command: what etcdctl would print after `Error: `, and its exit code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_args(message: impl Into<String>) -> Self {
+        Self::new(exit::BAD_ARGS, message)
+    }
+
+    /// An RPC failure, worded as etcdctl words it.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        Self::new(exit::ERROR, status_message(status))
+    }
+}
+
+/// etcd's own errors reach etcdctl users as their bare text (`etcdserver: ...`); anything else
+/// shows as Go's gRPC status string.
+pub fn status_message(status: &tonic::Status) -> String {
+    if status.code() == tonic::Code::DeadlineExceeded {
+        return "context deadline exceeded".to_string();
+    }
+    if status.message().starts_with("etcdserver: ") {
+        return status.message().to_string();
+    }
+    format!(
+        "rpc error: code = {} desc = {}",
+        go_code_name(status.code()),
+        status.message()
+    )
+}
+
+fn go_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// What a command needs from the global flags: connections, deadlines, the printer.
+pub struct Context {
+    pub global: GlobalArgs,
+}
+
+impl Context {
+    fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            dial_timeout: self.global.dial_timeout,
+            request_timeout: None,
+        }
+    }
+
+    /// Connects to the first endpoint of `--endpoints` that answers.
+    pub async fn connect(&self) -> Result<Client, CliError> {
+        self.connect_to(&self.global.endpoints).await
+    }
+
+    pub async fn connect_to(&self, endpoints: &[String]) -> Result<Client, CliError> {
+        Client::connect(endpoints, &self.connect_options())
+            .await
+            .map_err(|e| CliError::new(exit::ERROR, e.to_string()))
+    }
+
+    /// Wraps a request so the server learns the command deadline (grpc-timeout).
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        req.set_timeout(self.global.command_timeout);
+        req
+    }
+
+    /// Runs one RPC under `--command-timeout`, mapping failures to etcdctl's wording.
+    pub async fn call<T, F>(&self, rpc: F) -> Result<T, CliError>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_status(rpc)
+            .await
+            .map_err(|s| CliError::from_status(&s))
+    }
+
+    /// Like [`Context::call`], keeping the gRPC status for callers that branch on its code.
+    pub async fn call_status<T, F>(&self, rpc: F) -> Result<T, tonic::Status>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        match tokio::time::timeout(self.global.command_timeout, rpc).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(tonic::Status::deadline_exceeded(
+                "context deadline exceeded",
+            )),
+        }
+    }
+
+    pub fn printer(&self) -> output::Printer {
+        output::Printer::new(self.global.write_out, self.global.hex)
+    }
+}
+
+/// Writes a command's output to stdout in one piece.
+pub fn emit(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(())
+}
 
 /// Runs one client subcommand; returns the process exit code.
-pub async fn run(_global: GlobalArgs, command: ClientCommand) -> anyhow::Result<i32> {
-    match command {}
+pub async fn run(global: GlobalArgs, command: ClientCommand) -> anyhow::Result<i32> {
+    let ctx = Context { global };
+    let result = match command {
+        ClientCommand::Put(args) => kv::put(&ctx, args).await,
+        ClientCommand::Get(args) => kv::get(&ctx, args).await,
+        ClientCommand::Del(args) => kv::del(&ctx, args).await,
+        ClientCommand::Txn(args) => txn::run(&ctx, args).await,
+        ClientCommand::Compaction(args) => kv::compaction(&ctx, args).await,
+        ClientCommand::Endpoint(cmd) => endpoint::run(&ctx, cmd).await,
+    };
+    match result {
+        Ok(code) => Ok(code),
+        Err(e) => match e.downcast::<CliError>() {
+            Ok(cli) => {
+                eprintln!("Error: {}", cli.message);
+                Ok(cli.code)
+            }
+            Err(other) => Err(other),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_errors_print_bare_and_others_as_go_status() {
+        let compacted =
+            tonic::Status::out_of_range("etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(
+            status_message(&compacted),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
+        let unimpl = tonic::Status::unimplemented("unknown service etcdserverpb.Maintenance");
+        assert_eq!(
+            status_message(&unimpl),
+            "rpc error: code = Unimplemented desc = unknown service etcdserverpb.Maintenance"
+        );
+        let late =
+            tonic::Status::deadline_exceeded("Deadline expired before operation could complete");
+        assert_eq!(status_message(&late), "context deadline exceeded");
+    }
 }
