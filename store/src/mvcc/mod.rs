@@ -13,6 +13,9 @@ mod record;
 mod txn;
 mod write;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
