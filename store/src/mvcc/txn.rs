@@ -72,13 +72,17 @@ fn compare_one(cmp: &Compare, kv: Option<&KeyValue>) -> bool {
 
 impl Mvcc {
     /// Evaluates a compare at `revision`; a compare with `range_end` must hold for every key in
-    /// the range (and a range with no keys satisfies it vacuously, as in etcd).
+    /// the range. A range with no keys is treated like a missing key, as etcd's `applyCompare`
+    /// does: VALUE is false, the other targets compare against 0.
     fn compare(&self, cmp: &Compare, revision: i64) -> Result<bool> {
         if cmp.range_end.is_empty() {
             let kv = self.get(&cmp.key, revision)?;
             return Ok(compare_one(cmp, kv.as_ref()));
         }
         let kvs = self.scan(&KeyRange::new(&cmp.key, &cmp.range_end), revision)?;
+        if kvs.is_empty() {
+            return Ok(compare_one(cmp, None));
+        }
         Ok(kvs.iter().all(|kv| compare_one(cmp, Some(kv))))
     }
 
