@@ -6,6 +6,9 @@
 
 pub mod build;
 pub mod crd;
+pub mod leader;
 pub mod members;
 pub mod metrics;
 pub mod reconcile;
+pub mod run;
+pub mod server;

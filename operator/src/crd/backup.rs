@@ -4,6 +4,9 @@
 //! that got backups right expose (schedule + suspend, retention by count and age, a status that
 //! records where the snapshot went and how to verify it).
 
+// kube's printcolumn(...) attributes repeat `type_`/`json_path`, which clippy misreads as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;

@@ -3,6 +3,9 @@
 //! These types are the source of truth for the CRD (`cairn-operator crd` prints it). Field docs
 //! become the schema's descriptions, so they are written for `kubectl explain` readers.
 
+// kube's printcolumn(...) attributes repeat `type_`/`json_path`, which clippy misreads as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
