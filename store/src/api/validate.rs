@@ -40,7 +40,8 @@ pub fn txn(t: &TxnRequest, max_ops: usize) -> Result<(), ApiError> {
 }
 
 fn check_txn(t: &TxnRequest, max_ops: usize) -> Result<(), ApiError> {
-    if t.compare.len() > max_ops || t.success.len() > max_ops || t.failure.len() > max_ops {
+    let ops = t.compare.len().max(t.success.len()).max(t.failure.len());
+    if ops > max_ops {
         return Err(ApiError::TooManyOps);
     }
     for c in &t.compare {
@@ -53,7 +54,8 @@ fn check_txn(t: &TxnRequest, max_ops: usize) -> Result<(), ApiError> {
             Some(Request::RequestRange(r)) => range(r)?,
             Some(Request::RequestPut(p)) => put(p)?,
             Some(Request::RequestDeleteRange(d)) => delete(d)?,
-            Some(Request::RequestTxn(inner)) => check_txn(inner, max_ops)?,
+            // etcd's checkTxnRequest: a nested Txn gets what this level left of the budget.
+            Some(Request::RequestTxn(inner)) => check_txn(inner, max_ops - ops)?,
             None => {}
         }
     }

@@ -245,7 +245,8 @@ fn exec_range(w: &WriteTxn<'_>, r: &RangeRequest) -> Result<RangeResponse> {
     };
     let res = mvcc.range(r, revision)?;
     Ok(RangeResponse {
-        header: header(res.revision),
+        // As in etcd, the header carries the store's revision, not the one read at.
+        header: header(w.read_revision()),
         kvs: res.kvs,
         more: res.more,
         count: res.count,
