@@ -267,7 +267,8 @@ impl Mvcc {
             return Ok(result);
         }
         let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
-        let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
+        let requested = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
+        let mut order = requested;
         if target != SortTarget::Key && order == SortOrder::None {
             order = SortOrder::Ascend;
         }
@@ -286,11 +287,18 @@ impl Mvcc {
             || req.min_create_revision != 0
             || req.max_create_revision != 0;
 
-        if target == SortTarget::Key && order != SortOrder::Descend {
+        // etcd pushes `limit` down to its key-ordered scan whenever the requested order is NONE
+        // and no filter is set, and sorts afterwards: a non-KEY target with order NONE and a
+        // limit sorts only the first limit+1 keys (etcdserver/txn/range.go). Clients see that.
+        let sort_after_limit =
+            target != SortTarget::Key && requested == SortOrder::None && limit > 0 && !filtered;
+
+        if (target == SortTarget::Key && order != SortOrder::Descend) || sort_after_limit {
             // Natural key order: keep the first `limit` matches, count the rest without values.
+            let keep = if sort_after_limit { limit + 1 } else { limit };
             let mut matched = 0usize;
             loop {
-                if limit > 0 && result.kvs.len() >= limit && !filtered {
+                if keep > 0 && result.kvs.len() >= keep && !filtered {
                     while it.next_live_key()?.is_some() {
                         result.count += 1;
                         result.more = true;
@@ -303,12 +311,16 @@ impl Mvcc {
                     continue;
                 }
                 matched += 1;
-                if limit == 0 || result.kvs.len() < limit {
+                if keep == 0 || result.kvs.len() < keep {
                     result.kvs.push(kv);
                 }
             }
             if limit > 0 && matched > limit {
                 result.more = true;
+            }
+            if sort_after_limit {
+                result.kvs.sort_by(|a, b| sort_cmp(target, a, b));
+                result.kvs.truncate(limit);
             }
         } else {
             // Any other order: a bounded heap keeps the best `limit` entries.
