@@ -240,7 +240,7 @@ fn json_response_op(op: &ResponseOp) -> String {
 }
 
 pub fn fields_header(out: &mut String, h: &Option<ResponseHeader>) {
-    let h = h.clone().unwrap_or_default();
+    let h = h.unwrap_or_default();
     let _ = writeln!(out, "\"ClusterID\" : {}", h.cluster_id);
     let _ = writeln!(out, "\"MemberID\" : {}", h.member_id);
     let _ = writeln!(out, "\"Revision\" : {}", h.revision);

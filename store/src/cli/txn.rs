@@ -327,7 +327,7 @@ pub fn argify(line: &str) -> Result<Vec<Vec<u8>>, CliError> {
             },
             '\'' => match rest[1..].find('\'') {
                 Some(end) => {
-                    args.push(rest[1..end + 1].as_bytes().to_vec());
+                    args.push(rest.as_bytes()[1..end + 1].to_vec());
                     rest = &rest[end + 2..];
                 }
                 None => rest = &rest[1..],
@@ -335,7 +335,7 @@ pub fn argify(line: &str) -> Result<Vec<Vec<u8>>, CliError> {
             c if is_space(c) => rest = &rest[c.len_utf8()..],
             _ => {
                 let end = rest.find(is_space).unwrap_or(rest.len());
-                args.push(rest[..end].as_bytes().to_vec());
+                args.push(rest.as_bytes()[..end].to_vec());
                 rest = &rest[end..];
             }
         }
