@@ -7,11 +7,13 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{GetOptions, Client, ConnectOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions};
 use support::{eventually, Cluster};
 
 async fn connect(endpoint: &str) -> Option<Client> {
-    let opts = ConnectOptions::new().with_connect_timeout(Duration::from_millis(500)).with_timeout(Duration::from_secs(3));
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(Duration::from_secs(3));
     Client::connect([endpoint], Some(opts)).await.ok()
 }
 
@@ -40,7 +42,10 @@ impl Writer {
                     client = connect(&endpoints[ep % endpoints.len()]).await;
                 }
                 let ok = match client.as_mut() {
-                    Some(c) => c.put(format!("w/{n:08}"), format!("v{n}"), None).await.is_ok(),
+                    Some(c) => c
+                        .put(format!("w/{n:08}"), format!("v{n}"), None)
+                        .await
+                        .is_ok(),
                     None => false,
                 };
                 if ok {
@@ -60,7 +65,12 @@ impl Writer {
                 n += 1;
             }
         });
-        Writer { acked, longest_gap, stop, task }
+        Writer {
+            acked,
+            longest_gap,
+            stop,
+            task,
+        }
     }
 
     fn acked_count(&self) -> usize {
@@ -80,7 +90,10 @@ impl Writer {
 async fn assert_all_present(endpoint: &str, acked: &BTreeSet<u64>) {
     let mut c = connect(endpoint).await.expect("connect");
     let resp = c
-        .get("w/", Some(GetOptions::new().with_prefix().with_serializable()))
+        .get(
+            "w/",
+            Some(GetOptions::new().with_prefix().with_serializable()),
+        )
         .await
         .expect("read back");
     let present: BTreeSet<u64> = resp
@@ -89,7 +102,11 @@ async fn assert_all_present(endpoint: &str, acked: &BTreeSet<u64>) {
         .filter_map(|kv| kv.key_str().ok()?.strip_prefix("w/")?.parse().ok())
         .collect();
     let missing: Vec<_> = acked.difference(&present).take(10).collect();
-    assert!(missing.is_empty(), "{endpoint}: acknowledged writes missing: {missing:?} (of {})", acked.len());
+    assert!(
+        missing.is_empty(),
+        "{endpoint}: acknowledged writes missing: {missing:?} (of {})",
+        acked.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -99,16 +116,26 @@ async fn writes_through_any_member_and_failover() {
     // Writes through every member (followers forward to the leader) are visible on all.
     for (i, m) in cluster.members.iter().enumerate() {
         let mut c = m.client().await;
-        c.put(format!("via/{i}"), "x", None).await.expect("put through member");
+        c.put(format!("via/{i}"), "x", None)
+            .await
+            .expect("put through member");
     }
     for m in &cluster.members {
         let mut c = m.client().await;
-        let resp = c.get("via/", Some(GetOptions::new().with_prefix())).await.expect("linearizable get");
+        let resp = c
+            .get("via/", Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("linearizable get");
         assert_eq!(resp.count(), 3, "{} sees every write", m.name);
     }
 
     let writer = Writer::start(cluster.endpoints());
-    eventually(Duration::from_secs(10), "writes before the fault", || async { (writer.acked_count() >= 50).then_some(()) }).await;
+    eventually(
+        Duration::from_secs(10),
+        "writes before the fault",
+        || async { (writer.acked_count() >= 50).then_some(()) },
+    )
+    .await;
 
     let leader = cluster.wait_leader(Duration::from_secs(5)).await;
     let killed_at = Instant::now();
@@ -116,9 +143,11 @@ async fn writes_through_any_member_and_failover() {
     cluster.members[leader].kill9();
     let new_leader = cluster.wait_leader(Duration::from_secs(10)).await;
     assert_ne!(new_leader, leader);
-    eventually(Duration::from_secs(10), "writes to continue after the leader was killed", || async {
-        (writer.acked_count() > before_kill + 20).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "writes to continue after the leader was killed",
+        || async { (writer.acked_count() > before_kill + 20).then_some(()) },
+    )
     .await;
     let recovered_in = killed_at.elapsed();
     eprintln!("writes continued {recovered_in:?} after killing the leader");
@@ -126,9 +155,11 @@ async fn writes_through_any_member_and_failover() {
     // The killed member restarts and catches up.
     cluster.members[leader].start();
     let writes_then = writer.acked_count();
-    eventually(Duration::from_secs(10), "writes after the restart", || async {
-        (writer.acked_count() > writes_then + 20).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "writes after the restart",
+        || async { (writer.acked_count() > writes_then + 20).then_some(()) },
+    )
     .await;
     let (acked, gap) = writer.finish().await;
     eprintln!("acknowledged {} writes; longest gap {gap:?}", acked.len());
@@ -136,14 +167,24 @@ async fn writes_through_any_member_and_failover() {
 
     let restarted = cluster.members[leader].endpoint();
     let last = *acked.iter().next_back().expect("some writes");
-    eventually(Duration::from_secs(15), "the restarted member to catch up", || {
-        let ep = restarted.clone();
-        async move {
-            let mut c = connect(&ep).await?;
-            let r = c.get(format!("w/{last:08}"), Some(GetOptions::new().with_serializable())).await.ok()?;
-            (r.count() == 1).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the restarted member to catch up",
+        || {
+            let ep = restarted.clone();
+            async move {
+                let mut c = connect(&ep).await?;
+                let r = c
+                    .get(
+                        format!("w/{last:08}"),
+                        Some(GetOptions::new().with_serializable()),
+                    )
+                    .await
+                    .ok()?;
+                (r.count() == 1).then_some(())
+            }
+        },
+    )
     .await;
     for ep in cluster.endpoints() {
         assert_all_present(&ep, &acked).await;

@@ -60,7 +60,9 @@ fn normalize(out: &str) -> String {
         for field in ["cluster_id", "member_id", "raft_term"] {
             while let Some(at) = l.find(&format!("\"{field}\":")) {
                 let start = at + field.len() + 3;
-                let end = l[start..].find(|c: char| !c.is_ascii_digit()).map_or(l.len(), |e| start + e);
+                let end = l[start..]
+                    .find(|c: char| !c.is_ascii_digit())
+                    .map_or(l.len(), |e| start + e);
                 l.replace_range(at..end, &format!("\"{}\":X", field.to_uppercase()));
             }
         }
@@ -75,7 +77,12 @@ fn run_script(endpoint: &str) -> Vec<String> {
         .into_iter()
         .map(|(args, stdin)| {
             let (ok, out, err) = etcdctl(endpoint, &args, stdin);
-            format!("$ etcdctl {}\nok={ok}\n{}{}", args.join(" "), normalize(&out), normalize(&err))
+            format!(
+                "$ etcdctl {}\nok={ok}\n{}{}",
+                args.join(" "),
+                normalize(&out),
+                normalize(&err)
+            )
         })
         .collect()
 }
@@ -89,7 +96,11 @@ async fn etcdctl_gives_the_results_etcd_gives() {
     let cairn = Cluster::start(1).await;
     let got = run_script(&cairn.members[0].endpoint());
     // Guard against a vacuous comparison: the script really ran against cairn.
-    assert!(got[6].contains("ok=true\nfoo\nbaz\n"), "unexpected output:\n{}", got[6]);
+    assert!(
+        got[6].contains("ok=true\nfoo\nbaz\n"),
+        "unexpected output:\n{}",
+        got[6]
+    );
     let Some(etcd) = Etcd::start().await else {
         eprintln!("SKIP comparison: no etcd server installed (Debian package etcd-server)");
         return;
@@ -101,7 +112,13 @@ async fn etcdctl_gives_the_results_etcd_gives() {
             diffs.push(format!("--- etcd\n{w}+++ cairn\n{g}"));
         }
     }
-    assert!(diffs.is_empty(), "{} of {} commands differ:\n{}", diffs.len(), want.len(), diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{} of {} commands differ:\n{}",
+        diffs.len(),
+        want.len(),
+        diffs.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,13 +136,22 @@ async fn etcdctl_endpoint_status_and_health() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("status json");
     let status = &v[0]["Status"];
     assert_eq!(status["version"], "3.5.17");
-    assert_eq!(status["leader"], status["header"]["member_id"], "a single member leads itself");
+    assert_eq!(
+        status["leader"], status["header"]["member_id"],
+        "a single member leads itself"
+    );
     assert!(status["dbSize"].as_i64().unwrap() > 0);
     assert!(status["raftIndex"].as_u64().unwrap() >= 1);
     let (ok, out, err) = etcdctl(&ep, &["endpoint", "health"], None);
     assert!(ok, "{out}{err}");
-    assert!(err.contains("is healthy") || out.contains("is healthy"), "{out}{err}");
+    assert!(
+        err.contains("is healthy") || out.contains("is healthy"),
+        "{out}{err}"
+    );
     let (ok, out, _) = etcdctl(&ep, &["member", "list", "-w", "json"], None);
     assert!(ok);
-    assert!(out.contains(&cairn.members[0].endpoint()), "member list shows the client URL: {out}");
+    assert!(
+        out.contains(&cairn.members[0].endpoint()),
+        "member list shows the client URL: {out}"
+    );
 }

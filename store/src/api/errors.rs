@@ -27,6 +27,10 @@ pub enum ApiError {
     KeyNotFound,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
     #[error("etcdserver: no leader")]
@@ -51,6 +55,8 @@ impl ApiError {
             | RequestTooLarge | KeyNotFound => Code::InvalidArgument,
             Compacted | FutureRevision => Code::OutOfRange,
             LeaseNotFound => Code::NotFound,
+            LeaseExists => Code::FailedPrecondition,
+            LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             NoLeader | LeaderChanged | Timeout | TimeoutDueToConnectionLost | Stopped => {
                 Code::Unavailable
@@ -73,6 +79,7 @@ impl From<MvccError> for ApiError {
             MvccError::FutureRevision => ApiError::FutureRevision,
             MvccError::KeyNotFound => ApiError::KeyNotFound,
             MvccError::LeaseNotFound => ApiError::LeaseNotFound,
+            MvccError::LeaseExists => ApiError::LeaseExists,
             MvccError::Storage(detail) => ApiError::Internal(detail),
         }
     }

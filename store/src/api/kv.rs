@@ -43,16 +43,8 @@ impl KvService {
     async fn read_only_txn(&self, txn: &TxnRequest) -> Result<TxnResponse, ApiError> {
         self.node.read_index().await?;
         let mvcc = self.node.mvcc();
-        let out = mvcc.apply_txn(txn, &NoLeases)?;
+        let out = mvcc.apply_txn(txn, &crate::mvcc::NoLeases)?;
         Ok(out.response)
-    }
-}
-
-/// Read-only Txns never attach leases.
-struct NoLeases;
-impl crate::mvcc::LeaseCheck for NoLeases {
-    fn lease_exists(&self, _id: i64) -> Result<bool, crate::mvcc::MvccError> {
-        Ok(false)
     }
 }
 

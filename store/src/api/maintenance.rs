@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
-use crate::proto::etcdserverpb::{StatusRequest, StatusResponse};
+use crate::proto::etcdserverpb::{AlarmRequest, AlarmResponse, StatusRequest, StatusResponse};
 use crate::server::node::Node;
 
 /// The etcd API version cairn speaks. kube-apiserver enables watch progress requests only for
@@ -24,6 +25,23 @@ impl MaintenanceService {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
+    /// No alarm is ever raised yet (the space quota arrives with the maintenance work), so GET
+    /// truthfully lists none; changing alarms is not supported yet.
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        match AlarmAction::try_from(request.get_ref().action) {
+            Ok(AlarmAction::Get) => Ok(Response::new(AlarmResponse {
+                header: Some(self.node.header(self.node.mvcc().current_revision())),
+                alarms: Vec::new(),
+            })),
+            _ => Err(Status::unimplemented(
+                "etcdserver: changing alarms is not supported yet",
+            )),
+        }
+    }
+
     async fn status(
         &self,
         _request: Request<StatusRequest>,

@@ -4,6 +4,8 @@
 pub mod cluster;
 pub mod errors;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod unimplemented;
 pub mod validate;
+pub mod watch;

@@ -25,7 +25,10 @@ pub enum ClientError {
     #[error("no endpoint given")]
     NoEndpoints,
     #[error("could not connect to any of {endpoints:?}: {last}")]
-    Unreachable { endpoints: Vec<String>, last: String },
+    Unreachable {
+        endpoints: Vec<String>,
+        last: String,
+    },
 }
 
 /// How to reach a cluster.
@@ -38,7 +41,10 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self { dial_timeout: Duration::from_secs(2), request_timeout: None }
+        Self {
+            dial_timeout: Duration::from_secs(2),
+            request_timeout: None,
+        }
     }
 }
 
@@ -72,7 +78,10 @@ impl Client {
         for ep in endpoints {
             let url = normalize_endpoint(ep);
             let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|source| {
-                ClientError::InvalidEndpoint { endpoint: ep.clone(), source }
+                ClientError::InvalidEndpoint {
+                    endpoint: ep.clone(),
+                    source,
+                }
             })?;
             endpoint = endpoint
                 .connect_timeout(opts.dial_timeout)
@@ -83,12 +92,20 @@ impl Client {
                 endpoint = endpoint.timeout(t);
             }
             match tokio::time::timeout(opts.dial_timeout, endpoint.connect()).await {
-                Ok(Ok(channel)) => return Ok(Self { channel, endpoint: url }),
+                Ok(Ok(channel)) => {
+                    return Ok(Self {
+                        channel,
+                        endpoint: url,
+                    })
+                }
                 Ok(Err(e)) => last = format!("{ep}: {e}"),
                 Err(_) => last = format!("{ep}: dial timeout after {:?}", opts.dial_timeout),
             }
         }
-        Err(ClientError::Unreachable { endpoints: endpoints.to_vec(), last })
+        Err(ClientError::Unreachable {
+            endpoints: endpoints.to_vec(),
+            last,
+        })
     }
 
     /// The URL of the member this client is connected to.
@@ -144,7 +161,10 @@ mod tests {
 
     #[test]
     fn endpoints_get_a_scheme() {
-        assert_eq!(normalize_endpoint("127.0.0.1:2379"), "http://127.0.0.1:2379");
+        assert_eq!(
+            normalize_endpoint("127.0.0.1:2379"),
+            "http://127.0.0.1:2379"
+        );
         assert_eq!(normalize_endpoint("https://a:1"), "https://a:1");
     }
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use crate::storage::{Backend, StorageError};
 
+pub use keys::{decode_revision_entry as decode_revision_key, revision_entry as revision_key};
 pub use read::{KeyRange, RangeResult};
 pub use record::Version;
 pub use txn::TxnOutcome;
@@ -37,6 +38,8 @@ pub enum MvccError {
     KeyNotFound,
     #[error("requested lease not found")]
     LeaseNotFound,
+    #[error("lease already exists")]
+    LeaseExists,
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -49,10 +52,25 @@ impl From<StorageError> for MvccError {
 
 pub type Result<T> = std::result::Result<T, MvccError>;
 
-/// Answers whether a lease exists; the lease module implements it (kept as a trait so MVCC does
-/// not depend on lease bookkeeping).
-pub trait LeaseCheck {
+/// The lease bookkeeping MVCC needs: whether a lease exists, and which keys are attached to
+/// which lease. The lease module implements it (a trait so MVCC does not depend on leases).
+pub trait LeaseIndex {
     fn lease_exists(&self, id: i64) -> Result<bool>;
+    fn attach(&self, _id: i64, _key: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    fn detach(&self, _id: i64, _key: &[u8]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// For writes that never touch leases (read-only Txns).
+pub struct NoLeases;
+
+impl LeaseIndex for NoLeases {
+    fn lease_exists(&self, _id: i64) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// The MVCC store: revisioned versions in the backend plus the published revision counters.
@@ -83,6 +101,20 @@ impl Mvcc {
 
     pub(crate) fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
+    }
+
+    /// Scans the raw keyspace (for readers of the revision index, such as watch history).
+    pub fn backend_scan(
+        &self,
+        from: std::ops::Bound<&[u8]>,
+        to: std::ops::Bound<&[u8]>,
+    ) -> crate::storage::Scan {
+        self.backend.scan(from, to, false)
+    }
+
+    /// The stored record of `key` exactly at `revision`, if it still exists.
+    pub fn raw_version(&self, key: &[u8], revision: i64) -> Result<Option<Box<[u8]>>> {
+        Ok(self.backend.get(&keys::version(key, revision))?)
     }
 
     /// Restores the counters after a snapshot install replaced the data underneath.

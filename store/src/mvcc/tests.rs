@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::{KeyRange, LeaseCheck, Mvcc, MvccError, Result};
+use super::{KeyRange, LeaseIndex, Mvcc, MvccError, Result};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::request_op::Request;
@@ -18,7 +18,7 @@ use crate::storage::{space, Backend, SledBackend};
 
 /// Lease 7 exists; no other does.
 struct Leases;
-impl LeaseCheck for Leases {
+impl LeaseIndex for Leases {
     fn lease_exists(&self, id: i64) -> Result<bool> {
         Ok(id == 7)
     }
@@ -59,11 +59,14 @@ impl Store {
     fn del(&self, key: &[u8], end: &[u8]) -> (i64, i64) {
         let out = self
             .mvcc
-            .apply_delete(&DeleteRangeRequest {
-                key: key.to_vec(),
-                range_end: end.to_vec(),
-                ..Default::default()
-            })
+            .apply_delete(
+                &DeleteRangeRequest {
+                    key: key.to_vec(),
+                    range_end: end.to_vec(),
+                    ..Default::default()
+                },
+                &Leases,
+            )
             .unwrap();
         (out.revision, out.response.deleted)
     }

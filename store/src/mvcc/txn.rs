@@ -6,7 +6,7 @@
 
 use super::read::KeyRange;
 use super::write::{Change, WriteTxn};
-use super::{LeaseCheck, Mvcc, MvccError, Result};
+use super::{LeaseIndex, Mvcc, MvccError, Result};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::response_op::Response;
@@ -112,7 +112,7 @@ impl Mvcc {
         path: &[bool],
         at: &mut usize,
         revision: i64,
-        leases: &dyn LeaseCheck,
+        leases: &dyn LeaseIndex,
     ) -> Result<()> {
         let ok = path[*at];
         *at += 1;
@@ -131,7 +131,7 @@ impl Mvcc {
         Ok(())
     }
 
-    fn check_put(&self, put: &PutRequest, revision: i64, leases: &dyn LeaseCheck) -> Result<()> {
+    fn check_put(&self, put: &PutRequest, revision: i64, leases: &dyn LeaseIndex) -> Result<()> {
         if put.ignore_value || put.ignore_lease {
             if self.get(&put.key, revision)?.is_none() {
                 return Err(MvccError::KeyNotFound);
@@ -147,10 +147,10 @@ impl Mvcc {
     pub fn apply_put(
         &self,
         put: &PutRequest,
-        leases: &dyn LeaseCheck,
+        leases: &dyn LeaseIndex,
     ) -> Result<TxnOutcome<PutResponse>> {
         self.check_put(put, self.current_revision(), leases)?;
-        let mut w = WriteTxn::begin(self);
+        let mut w = WriteTxn::begin(self, leases);
         let response = exec_put(&mut w, put)?;
         let (revision, changes) = w.commit();
         Ok(TxnOutcome {
@@ -167,8 +167,9 @@ impl Mvcc {
     pub fn apply_delete(
         &self,
         del: &DeleteRangeRequest,
+        leases: &dyn LeaseIndex,
     ) -> Result<TxnOutcome<DeleteRangeResponse>> {
-        let mut w = WriteTxn::begin(self);
+        let mut w = WriteTxn::begin(self, leases);
         let response = exec_delete(&mut w, del)?;
         let (revision, changes) = w.commit();
         Ok(TxnOutcome {
@@ -181,17 +182,35 @@ impl Mvcc {
         })
     }
 
+    /// Deletes the keys attached to a revoked lease, all in one revision.
+    pub fn apply_revoke(
+        &self,
+        keys: &[Vec<u8>],
+        leases: &dyn LeaseIndex,
+    ) -> Result<TxnOutcome<i64>> {
+        let mut w = WriteTxn::begin(self, leases);
+        for key in keys {
+            w.delete_range(&KeyRange::Single(key.clone()))?;
+        }
+        let (revision, changes) = w.commit();
+        Ok(TxnOutcome {
+            response: revision,
+            revision,
+            changes,
+        })
+    }
+
     /// Applies a Txn: decide the path, check it, then execute it as one revision.
     pub fn apply_txn(
         &self,
         txn: &TxnRequest,
-        leases: &dyn LeaseCheck,
+        leases: &dyn LeaseIndex,
     ) -> Result<TxnOutcome<TxnResponse>> {
         let before = self.current_revision();
         let mut path = Vec::new();
         self.txn_path(txn, before, &mut path)?;
         self.check_path(txn, &path, &mut 0, before, leases)?;
-        let mut w = WriteTxn::begin(self);
+        let mut w = WriteTxn::begin(self, leases);
         let mut response = exec_txn(&mut w, txn, &path, &mut 0)?;
         let (revision, changes) = w.commit();
         response.header = header(revision);

@@ -8,7 +8,7 @@
 use super::keys;
 use super::read::{KeyRange, Visible};
 use super::record::Version;
-use super::{Mvcc, Result};
+use super::{LeaseIndex, Mvcc, Result};
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::{Event, KeyValue};
 
@@ -17,15 +17,17 @@ pub type Change = Event;
 
 pub struct WriteTxn<'a> {
     mvcc: &'a Mvcc,
+    leases: &'a dyn LeaseIndex,
     revision: i64,
     sub: u32,
     changes: Vec<Change>,
 }
 
 impl<'a> WriteTxn<'a> {
-    pub fn begin(mvcc: &'a Mvcc) -> Self {
+    pub fn begin(mvcc: &'a Mvcc, leases: &'a dyn LeaseIndex) -> Self {
         Self {
             mvcc,
+            leases,
             revision: mvcc.current_revision() + 1,
             sub: 0,
             changes: Vec::new(),
@@ -68,6 +70,12 @@ impl<'a> WriteTxn<'a> {
             tombstone: false,
         };
         self.record(key, &v)?;
+        if let Some(p) = prev.as_ref().filter(|p| p.lease != 0 && p.lease != lease) {
+            self.leases.detach(p.lease, key)?;
+        }
+        if lease != 0 {
+            self.leases.attach(lease, key)?;
+        }
         self.changes.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(v.into_kv(key.to_vec(), self.revision)),
@@ -88,6 +96,9 @@ impl<'a> WriteTxn<'a> {
         }
         for prev in &deleted {
             self.record(&prev.key, &Version::tombstone())?;
+            if prev.lease != 0 {
+                self.leases.detach(prev.lease, &prev.key)?;
+            }
             self.changes.push(Event {
                 r#type: EventType::Delete as i32,
                 kv: Some(KeyValue {

@@ -59,6 +59,15 @@ pub enum Command {
     Compact {
         revision: i64,
     },
+    /// Grants a lease with the id the proposing member chose.
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    /// Revokes a lease, deleting its keys in one revision (by a client, or by the leader at expiry).
+    LeaseRevoke {
+        id: i64,
+    },
     /// A member announces its name and client URLs after it starts (as etcd's publish).
     PublishMember {
         id: NodeId,
@@ -73,8 +82,14 @@ pub enum CommandResult {
     Put(#[serde(with = "codec::pb")] PutResponse),
     DeleteRange(#[serde(with = "codec::pb")] DeleteRangeResponse),
     Txn(#[serde(with = "codec::pb")] TxnResponse),
-    /// The store's revision after a command with no payload of its own (Compact, PublishMember).
+    /// The store's revision after a command with no payload of its own (Compact, LeaseRevoke,
+    /// PublishMember).
     Revision(i64),
+    LeaseGranted {
+        id: i64,
+        ttl: i64,
+        revision: i64,
+    },
     Failed(MvccError),
 }
 

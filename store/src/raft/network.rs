@@ -36,6 +36,15 @@ pub enum ForwardError {
 
 pub type ForwardResult = Result<CommandResult, ForwardError>;
 
+/// Lease questions only the leader can answer (it alone tracks deadlines).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum LeaseQuery {
+    /// Refreshes the lease; answers its granted TTL, or 0 for an unknown lease.
+    KeepAlive(i64),
+    /// Answers the seconds left, or -1 for an unknown lease.
+    TimeToLive(i64),
+}
+
 /// Failures talking to a peer.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -103,6 +112,22 @@ impl Peers {
         req.set_timeout(timeout);
         let reply = client.propose(req).await?.into_inner();
         Ok(codec::decode("forward result", &reply.data)?)
+    }
+
+    /// Asks `leader` a lease question.
+    pub async fn lease(
+        &self,
+        leader: &Member,
+        query: LeaseQuery,
+        timeout: Duration,
+    ) -> Result<Result<i64, ForwardError>, PeerError> {
+        let mut client = self.client(leader)?;
+        let mut req = tonic::Request::new(Payload {
+            data: codec::encode("lease query", &query)?,
+        });
+        req.set_timeout(timeout);
+        let reply = client.lease(req).await?.into_inner();
+        Ok(codec::decode("lease answer", &reply.data)?)
     }
 
     /// Asks `leader` for the log index a linearizable read must wait for.

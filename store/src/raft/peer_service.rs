@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::codec;
 use super::network::{decode_command, ForwardError, ForwardResult};
+use super::state_machine::StateMachine;
 use super::{NodeId, Raft};
 use crate::proto::cairnpeerpb::peer_server::Peer;
 use crate::proto::cairnpeerpb::{Payload, ReadIndexRequest, ReadIndexResponse};
@@ -14,11 +15,12 @@ use crate::proto::cairnpeerpb::{Payload, ReadIndexRequest, ReadIndexResponse};
 pub struct PeerService {
     raft: Raft,
     id: NodeId,
+    sm: StateMachine,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft, id: NodeId) -> Self {
-        Self { raft, id }
+    pub fn new(raft: Raft, id: NodeId, sm: StateMachine) -> Self {
+        Self { raft, id, sm }
     }
 
     fn is_leader(&self) -> bool {
@@ -76,6 +78,18 @@ impl Peer for PeerService {
             }
         };
         reply(&result)
+    }
+
+    async fn lease(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let query: crate::raft::network::LeaseQuery = decode(request.get_ref())?;
+        let answer: Result<i64, ForwardError> = if !self.is_leader() {
+            Err(ForwardError::NotLeader)
+        } else {
+            let now = std::time::Instant::now();
+            crate::lease::answer(query, self.sm.leases(), self.sm.lessor(), now)
+                .map_err(|_| ForwardError::Stopped)
+        };
+        reply(&answer)
     }
 
     async fn read_index(

@@ -22,6 +22,7 @@ use super::{
     Command, CommandResult, Entry, LogId, Member, MemberAttributes, NodeId, StoredMembership,
     TypeConfig,
 };
+use crate::lease::lessor::Lessor;
 use crate::lease::Leases;
 use crate::mvcc::{Change, Mvcc, MvccError};
 use crate::storage::{space, Backend, Batch};
@@ -50,6 +51,7 @@ pub struct Inner {
     backend: Arc<dyn Backend>,
     pub mvcc: Arc<Mvcc>,
     pub leases: Leases,
+    pub lessor: Arc<Lessor>,
     state: Mutex<AppliedState>,
     snapshot_dir: PathBuf,
     changes: broadcast::Sender<Arc<RevisionChanges>>,
@@ -88,6 +90,7 @@ impl StateMachine {
         Ok(Self {
             inner: Arc::new(Inner {
                 leases: Leases::new(backend.clone()),
+                lessor: Arc::new(Lessor::default()),
                 backend,
                 mvcc,
                 state: Mutex::new(state),
@@ -99,6 +102,14 @@ impl StateMachine {
 
     pub fn mvcc(&self) -> &Arc<Mvcc> {
         &self.inner.mvcc
+    }
+
+    pub fn leases(&self) -> &Leases {
+        &self.inner.leases
+    }
+
+    pub fn lessor(&self) -> &Arc<Lessor> {
+        &self.inner.lessor
     }
 
     /// Subscribes to the changes of every revision applied from now on.
@@ -136,13 +147,27 @@ impl StateMachine {
             Command::Put(req) => mvcc
                 .apply_put(req, leases)
                 .map(|o| (CommandResult::Put(o.response), o.revision, o.changes)),
-            Command::DeleteRange(req) => mvcc.apply_delete(req).map(|o| {
+            Command::DeleteRange(req) => mvcc.apply_delete(req, leases).map(|o| {
                 (
                     CommandResult::DeleteRange(o.response),
                     o.revision,
                     o.changes,
                 )
             }),
+            Command::LeaseGrant { id, ttl } => leases.grant(*id, *ttl).map(|()| {
+                self.inner.lessor.refresh(*id, std::time::Instant::now());
+                let revision = mvcc.current_revision();
+                (
+                    CommandResult::LeaseGranted {
+                        id: *id,
+                        ttl: *ttl,
+                        revision,
+                    },
+                    0,
+                    Vec::new(),
+                )
+            }),
+            Command::LeaseRevoke { id } => self.revoke(*id),
             Command::Txn(req) => mvcc
                 .apply_txn(req, leases)
                 .map(|o| (CommandResult::Txn(o.response), o.revision, o.changes)),
@@ -195,6 +220,23 @@ impl StateMachine {
                 Ok(CommandResult::Failed(e))
             }
         }
+    }
+
+    /// Deletes a lease's keys in one revision, then the lease.
+    fn revoke(&self, id: i64) -> Result<(CommandResult, i64, Vec<Change>), MvccError> {
+        let leases = &self.inner.leases;
+        if leases.get(id)?.is_none() {
+            return Err(MvccError::LeaseNotFound);
+        }
+        let keys = leases.keys(id)?;
+        let outcome = self.inner.mvcc.apply_revoke(&keys, leases)?;
+        leases.remove(id)?;
+        self.inner.lessor.forget(id);
+        Ok((
+            CommandResult::Revision(self.inner.mvcc.current_revision()),
+            outcome.revision,
+            outcome.changes,
+        ))
     }
 
     /// Dumps the state-machine keyspaces (under the apply lock, so it matches `state`).

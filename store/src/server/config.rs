@@ -108,6 +108,10 @@ pub struct ServeArgs {
     /// Auto-compaction retention: `0` disables; periodic takes hours (`1`) or a duration (`30m`).
     #[arg(long, default_value = "0", env = "ETCD_AUTO_COMPACTION_RETENTION")]
     pub auto_compaction_retention: String,
+    /// Interval of progress notifications sent to watchers that asked for them (etcd's default;
+    /// at least 100ms).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, env = "ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL")]
+    pub watch_progress_notify_interval: Duration,
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info", env = "ETCD_LOG_LEVEL")]
     pub log_level: String,
@@ -141,6 +145,8 @@ pub enum ConfigError {
     BadRetention(String),
     #[error("invalid URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    #[error("--watch-progress-notify-interval must be at least 100ms")]
+    ProgressIntervalTooShort,
     #[error("--election-timeout ({election}ms) must be at least 5 x --heartbeat-interval ({heartbeat}ms)")]
     BadTiming { heartbeat: u64, election: u64 },
 }
@@ -184,6 +190,9 @@ impl ServeArgs {
                 heartbeat: self.heartbeat_interval,
                 election: self.election_timeout,
             });
+        }
+        if self.watch_progress_notify_interval < Duration::from_millis(100) {
+            return Err(ConfigError::ProgressIntervalTooShort);
         }
         for u in self.listen_client_urls.iter().chain(&self.listen_peer_urls) {
             socket_addr_of(u)?;

@@ -3,6 +3,7 @@
 pub mod compactor;
 pub mod config;
 pub mod identity;
+pub mod leases;
 pub mod node;
 
 use std::collections::BTreeMap;
@@ -17,8 +18,10 @@ use tonic::transport::Server;
 
 use crate::api::cluster::ClusterService;
 use crate::api::kv::KvService;
+use crate::api::lease::LeaseService;
 use crate::api::maintenance::MaintenanceService;
-use crate::api::unimplemented::{AuthService, LeaseService, WatchService};
+use crate::api::unimplemented::AuthService;
+use crate::api::watch::WatchService;
 use crate::proto::cairnpeerpb::peer_server::PeerServer;
 use crate::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
@@ -30,6 +33,7 @@ use crate::raft::peer_service::PeerService;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Command, Member, Raft};
 use crate::storage::Backend;
+use crate::watch::stream::WatchConfig;
 use config::ClusterState;
 pub use config::ServeArgs;
 use identity::Identity;
@@ -105,14 +109,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         request_timeout: Duration::from_secs(5) + Duration::from_millis(2 * args.election_timeout),
         backend: backend.clone(),
+        min_lease_ttl: crate::lease::min_ttl(args.election_timeout),
+        lease_ids: node::LeaseIdGen::new(identity.member_id),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for listener in peer_listeners {
-        let svc = PeerServer::new(PeerService::new(raft.clone(), identity.member_id))
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+        let svc = PeerServer::new(PeerService::new(
+            raft.clone(),
+            identity.member_id,
+            node.sm.clone(),
+        ))
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
         let stop = stopped(stop_rx.clone());
         servers.spawn(async move {
             Server::builder()
@@ -123,6 +133,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     let max_decode = args.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let watch_config = WatchConfig {
+        progress_notify_interval: args.watch_progress_notify_interval,
+        fragment_bytes: args.max_request_bytes,
+        // etcd's monitorLeader ends `hasleader` streams after ~3 election timeouts without one.
+        require_leader: Some(Duration::from_millis(3 * args.election_timeout)),
+    };
     for listener in client_listeners {
         let stop = stopped(stop_rx.clone());
         let router = Server::builder()
@@ -144,8 +160,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     .max_decoding_message_size(max_decode)
                     .max_encoding_message_size(usize::MAX),
             )
-            .add_service(WatchServer::new(WatchService).max_decoding_message_size(max_decode))
-            .add_service(LeaseServer::new(LeaseService).max_decoding_message_size(max_decode))
+            .add_service(
+                WatchServer::new(WatchService::new(node.clone(), watch_config.clone()))
+                    .max_decoding_message_size(max_decode)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                LeaseServer::new(LeaseService::new(node.clone()))
+                    .max_decoding_message_size(max_decode),
+            )
             .add_service(AuthServer::new(AuthService).max_decoding_message_size(max_decode));
         servers.spawn(async move {
             router
@@ -162,6 +185,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.advertise_client_urls.clone(),
         )),
         tokio::spawn(compactor::run(node.clone(), args.auto_compaction()?)),
+        tokio::spawn(leases::track_leadership(node.clone())),
+        tokio::spawn(leases::expire(node.clone())),
     ];
 
     tokio::select! {

@@ -10,7 +10,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use crate::api::errors::ApiError;
 use crate::mvcc::Mvcc;
 use crate::proto::etcdserverpb::ResponseHeader;
-use crate::raft::network::{ForwardError, PeerError, Peers};
+use crate::raft::network::{ForwardError, LeaseQuery, PeerError, Peers};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Command, CommandResult, Member, NodeId, Raft};
 
@@ -33,6 +33,35 @@ pub struct Node {
     /// How long a request may wait for a leader and for its commit (etcd: 5s + 2 x election).
     pub request_timeout: Duration,
     pub backend: Arc<dyn crate::storage::Backend>,
+    /// The smallest lease TTL granted (1.5 election timeouts).
+    pub min_lease_ttl: i64,
+    pub lease_ids: LeaseIdGen,
+}
+
+/// Server-chosen lease ids: this member's id in the top bits, a counter seeded from the clock
+/// below, so ids from different members and restarts do not collide (as etcd's request ids).
+pub struct LeaseIdGen {
+    prefix: i64,
+    counter: std::sync::atomic::AtomicI64,
+}
+
+impl LeaseIdGen {
+    pub fn new(member_id: NodeId) -> Self {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Self {
+            prefix: ((member_id & 0x7fff) as i64) << 48,
+            counter: std::sync::atomic::AtomicI64::new((now_ms & 0xff_ffff_ffff) << 8),
+        }
+    }
+
+    pub fn next(&self) -> i64 {
+        let c = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (self.prefix | (c & 0xffff_ffff_ffff)).max(1)
+    }
 }
 
 /// Short pause before re-reading leadership after a member said it is not the leader.
@@ -129,6 +158,34 @@ impl Node {
                     return Err(ApiError::Timeout)
                 }
                 Err(_) => return Err(ApiError::TimeoutDueToConnectionLost),
+            }
+        }
+    }
+
+    /// Asks the leader (this member or another) a lease question.
+    pub async fn lease_query(&self, query: LeaseQuery) -> Result<i64, ApiError> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let leader = match self.current_leader() {
+                Some(l) => l,
+                None => self.await_leader(deadline).await?,
+            };
+            if leader == self.id {
+                return Ok(crate::lease::answer(
+                    query,
+                    self.sm.leases(),
+                    self.sm.lessor(),
+                    Instant::now(),
+                )?);
+            }
+            let Some(member) = self.member(leader) else {
+                self.pause(deadline).await?;
+                continue;
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.peers.lease(&member, query, remaining).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(_)) | Err(_) => self.pause(deadline).await?,
             }
         }
     }

@@ -25,10 +25,12 @@ pub mod space {
     pub const REVISIONS: u8 = b'E';
     /// State-machine metadata (applied log id, revisions, membership, members): `M` + name.
     pub const SM_META: u8 = b'M';
-    /// Leases: `X` + lease id.
+    /// Leases: `X` + lease id -> granted TTL.
     pub const LEASES: u8 = b'X';
+    /// Keys attached to leases: `Y` + lease id + user key.
+    pub const LEASE_KEYS: u8 = b'Y';
     /// The keyspaces that make up the replicated state machine (what a snapshot carries).
-    pub const STATE_MACHINE: [u8; 4] = [KV, REVISIONS, SM_META, LEASES];
+    pub const STATE_MACHINE: [u8; 5] = [KV, REVISIONS, SM_META, LEASES, LEASE_KEYS];
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -28,7 +28,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -82,7 +85,11 @@ impl Member {
 
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
         let err = log.try_clone().expect("clone log handle");
         let child = Command::new(cairn_bin())
             .args(self.args())
@@ -110,7 +117,10 @@ impl Member {
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SAFETY-free: plain kill(2) through the `kill` command keeps this test helper std-only.
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -130,7 +140,9 @@ impl Member {
         let opts = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(10));
-        etcd_client::Client::connect([self.endpoint()], Some(opts)).await.expect("connect to cairn")
+        etcd_client::Client::connect([self.endpoint()], Some(opts))
+            .await
+            .expect("connect to cairn")
     }
 
     pub fn log_text(&self) -> String {
@@ -193,8 +205,13 @@ impl Cluster {
 
     /// Waits until every running member reports the same leader; returns its index.
     pub async fn wait_leader(&self, timeout: Duration) -> usize {
-        let running: Vec<(usize, String)> =
-            self.members.iter().enumerate().filter(|(_, m)| m.is_running()).map(|(i, m)| (i, m.endpoint())).collect();
+        let running: Vec<(usize, String)> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.is_running())
+            .map(|(i, m)| (i, m.endpoint()))
+            .collect();
         eventually(timeout, "a leader every member agrees on", || async {
             let mut leader = None;
             let mut leader_idx = None;
@@ -215,7 +232,10 @@ impl Cluster {
     }
 
     pub fn dump_logs(&self) -> String {
-        self.members.iter().map(|m| format!("==== {} ====\n{}", m.name, m.log_text())).collect()
+        self.members
+            .iter()
+            .map(|m| format!("==== {} ====\n{}", m.name, m.log_text()))
+            .collect()
     }
 }
 
@@ -223,7 +243,9 @@ async fn status(endpoint: &str) -> Option<etcd_client::StatusResponse> {
     let opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_millis(500))
         .with_timeout(Duration::from_secs(1));
-    let mut c = etcd_client::Client::connect([endpoint], Some(opts)).await.ok()?;
+    let mut c = etcd_client::Client::connect([endpoint], Some(opts))
+        .await
+        .ok()?;
     c.status().await.ok()
 }
 
@@ -232,7 +254,9 @@ pub async fn status_leader(endpoint: &str) -> Option<u64> {
 }
 
 pub async fn member_id(endpoint: &str) -> Option<u64> {
-    status(endpoint).await.and_then(|s| s.header().map(|h| h.member_id()))
+    status(endpoint)
+        .await
+        .and_then(|s| s.header().map(|h| h.member_id()))
 }
 
 /// A real etcd server (Debian's `etcd`), for side-by-side comparisons. `None` when absent.
@@ -244,7 +268,10 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn binary() -> Option<PathBuf> {
-        ["/usr/bin/etcd", "/usr/local/bin/etcd"].iter().map(PathBuf::from).find(|p| p.exists())
+        ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
     }
 
     pub async fn start() -> Option<Etcd> {
@@ -270,7 +297,11 @@ impl Etcd {
             .stderr(Stdio::null())
             .spawn()
             .ok()?;
-        let etcd = Etcd { client_port: c, child, _dir: dir };
+        let etcd = Etcd {
+            client_port: c,
+            child,
+            _dir: dir,
+        };
         let ep = etcd.endpoint();
         eventually(Duration::from_secs(20), "etcd to serve", || {
             let ep = ep.clone();
@@ -312,11 +343,20 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (bool, Str
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().expect("etcdctl output");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub fn have_etcdctl() -> bool {
-    Command::new("etcdctl").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("etcdctl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 pub fn path_exists(p: &Path) -> bool {
