@@ -49,6 +49,10 @@ pub struct ServeArgs {
         env = "ETCD_LISTEN_PEER_URLS"
     )]
     pub listen_peer_urls: Vec<String>,
+    /// Extra URLs serving only the HTTP endpoints (/metrics, /health, ...), e.g. for a
+    /// Prometheus scraper that should not reach the client port.
+    #[arg(long, value_delimiter = ',', env = "ETCD_LISTEN_METRICS_URLS")]
+    pub listen_metrics_urls: Vec<String>,
     /// This member's peer URLs to advertise to the rest of the cluster.
     #[arg(
         long,
@@ -194,7 +198,12 @@ impl ServeArgs {
         if self.watch_progress_notify_interval < Duration::from_millis(100) {
             return Err(ConfigError::ProgressIntervalTooShort);
         }
-        for u in self.listen_client_urls.iter().chain(&self.listen_peer_urls) {
+        for u in self
+            .listen_client_urls
+            .iter()
+            .chain(&self.listen_peer_urls)
+            .chain(&self.listen_metrics_urls)
+        {
             socket_addr_of(u)?;
         }
         self.auto_compaction()?;

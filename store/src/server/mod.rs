@@ -2,6 +2,7 @@
 
 pub mod compactor;
 pub mod config;
+pub mod http;
 pub mod identity;
 pub mod leases;
 pub mod node;
@@ -54,6 +55,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Bind first: a port already in use fails start-up before anything is written.
     let client_listeners = bind_all(&args.listen_client_urls).await?;
     let peer_listeners = bind_all(&args.listen_peer_urls).await?;
+    let metrics_listeners = bind_all(&args.listen_metrics_urls).await?;
 
     let backend: Arc<dyn Backend> = Arc::new(
         crate::storage::open(&member_dir.join("db"))
@@ -139,12 +141,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // etcd's monitorLeader ends `hasleader` streams after ~3 election timeouts without one.
         require_leader: Some(Duration::from_millis(3 * args.election_timeout)),
     };
+    let http_state = http::HttpState::new(node.clone());
     for listener in client_listeners {
         let stop = stopped(stop_rx.clone());
-        let router = Server::builder()
-            .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(7200)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        let grpc = tonic::service::Routes::default()
             .add_service(
                 KvServer::new(KvService::new(node.clone()))
                     .max_decoding_message_size(max_decode)
@@ -170,13 +170,32 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     .max_decoding_message_size(max_decode),
             )
             .add_service(AuthServer::new(AuthService).max_decoding_message_size(max_decode));
+        let router = Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(7200)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            // HTTP/1.1 as well as h2c: /health, /metrics and friends share the client port.
+            .accept_http1(true)
+            .add_routes(http::with_grpc(grpc, http_state.clone()));
         servers.spawn(async move {
             router
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
                 .await
         });
     }
-    tracing::info!(clients = ?args.listen_client_urls, peers = ?args.listen_peer_urls, "serving");
+    for listener in metrics_listeners {
+        let stop = stopped(stop_rx.clone());
+        let routes = tonic::service::Routes::from(http::router(http_state.clone()));
+        servers.spawn(async move {
+            Server::builder()
+                .tcp_nodelay(true)
+                .accept_http1(true)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+                .await
+        });
+    }
+    tracing::info!(clients = ?args.listen_client_urls, peers = ?args.listen_peer_urls, metrics = ?args.listen_metrics_urls, "serving");
 
     let background = [
         tokio::spawn(publish_attributes(
@@ -187,6 +206,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(compactor::run(node.clone(), args.auto_compaction()?)),
         tokio::spawn(leases::track_leadership(node.clone())),
         tokio::spawn(leases::expire(node.clone())),
+        tokio::spawn(http::track_leader_changes(node.clone())),
     ];
 
     tokio::select! {
