@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod lease;
 pub mod metrics;
 pub mod mvcc;

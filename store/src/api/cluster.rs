@@ -4,8 +4,14 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::errors::ApiError;
+use crate::cluster::MembershipOp;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
-use crate::proto::etcdserverpb::{Member as PbMember, MemberListRequest, MemberListResponse};
+use crate::proto::etcdserverpb::{
+    Member as PbMember, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
+    MemberUpdateResponse,
+};
 use crate::server::node::Node;
 
 pub struct ClusterService {
@@ -41,8 +47,48 @@ pub fn members(node: &Node) -> Vec<PbMember> {
     out
 }
 
+impl ClusterService {
+    async fn change(&self, op: MembershipOp) -> Result<(u64, Vec<PbMember>), Status> {
+        let id = self.node.change_membership(op).await.map_err(ApiError::from)?;
+        Ok((id, members(&self.node)))
+    }
+
+    fn header(&self) -> Option<crate::proto::etcdserverpb::ResponseHeader> {
+        Some(self.node.header(self.node.mvcc().current_revision()))
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
+    async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        let req = request.into_inner();
+        let (id, members) =
+            self.change(MembershipOp::Add { peer_urls: req.peer_ur_ls.clone(), learner: req.is_learner }).await?;
+        let member = members.iter().find(|m| m.id == id).cloned().unwrap_or(PbMember {
+            id,
+            peer_ur_ls: req.peer_ur_ls,
+            is_learner: req.is_learner,
+            ..Default::default()
+        });
+        Ok(Response::new(MemberAddResponse { header: self.header(), member: Some(member), members }))
+    }
+
+    async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+        let (_, members) = self.change(MembershipOp::Remove { id: request.into_inner().id }).await?;
+        Ok(Response::new(MemberRemoveResponse { header: self.header(), members }))
+    }
+
+    async fn member_update(&self, request: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+        let req = request.into_inner();
+        let (_, members) = self.change(MembershipOp::Update { id: req.id, peer_urls: req.peer_ur_ls }).await?;
+        Ok(Response::new(MemberUpdateResponse { header: self.header(), members }))
+    }
+
+    async fn member_promote(&self, request: Request<MemberPromoteRequest>) -> Result<Response<MemberPromoteResponse>, Status> {
+        let (_, members) = self.change(MembershipOp::Promote { id: request.into_inner().id }).await?;
+        Ok(Response::new(MemberPromoteResponse { header: self.header(), members }))
+    }
+
     async fn member_list(
         &self,
         request: Request<MemberListRequest>,

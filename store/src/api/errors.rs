@@ -43,6 +43,22 @@ pub enum ApiError {
     TimeoutDueToConnectionLost,
     #[error("etcdserver: server stopped")]
     Stopped,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
     #[error("etcdserver: {0}")]
     Internal(String),
 }
@@ -61,6 +77,12 @@ impl ApiError {
             NoLeader | LeaderChanged | Timeout | TimeoutDueToConnectionLost | Stopped => {
                 Code::Unavailable
             }
+            MemberNotFound => Code::NotFound,
+            PeerUrlExists | MemberNotLearner | LearnerNotReady | TooManyLearners | NotEnoughStartedMembers => {
+                Code::FailedPrecondition
+            }
+            MemberBadUrls => Code::InvalidArgument,
+            NotSupportedForLearner => Code::Unavailable,
             Internal(_) => Code::Internal,
         }
     }
@@ -69,6 +91,23 @@ impl ApiError {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<crate::cluster::MembershipError> for ApiError {
+    fn from(e: crate::cluster::MembershipError) -> Self {
+        use crate::cluster::MembershipError as M;
+        match e {
+            M::MemberNotFound => ApiError::MemberNotFound,
+            M::PeerUrlExists => ApiError::PeerUrlExists,
+            M::BadUrls => ApiError::MemberBadUrls,
+            M::NotLearner => ApiError::MemberNotLearner,
+            M::LearnerNotReady => ApiError::LearnerNotReady,
+            M::TooManyLearners => ApiError::TooManyLearners,
+            M::NotEnoughStarted => ApiError::NotEnoughStartedMembers,
+            M::NotLeader => ApiError::LeaderChanged,
+            M::Raft(detail) => ApiError::Internal(detail),
+        }
     }
 }
 

@@ -72,6 +72,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         validate::range(&req)?;
         if !req.serializable {
+            self.node.refuse_learner()?;
             self.node.read_index().await?;
         }
         let mvcc = self.node.mvcc();
@@ -93,6 +94,7 @@ impl Kv for KvService {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = request.into_inner();
+        self.node.refuse_learner()?;
         validate::put(&req)?;
         self.check_size(&req)?;
         match self.propose(Command::Put(req)).await? {
@@ -110,6 +112,7 @@ impl Kv for KvService {
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = request.into_inner();
+        self.node.refuse_learner()?;
         validate::delete(&req)?;
         self.check_size(&req)?;
         match self.propose(Command::DeleteRange(req)).await? {
@@ -124,6 +127,7 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = request.into_inner();
+        self.node.refuse_learner()?;
         validate::txn(&req, self.node.limits.max_txn_ops)?;
         self.check_size(&req)?;
         let mut resp = if is_read_only(&req) {

@@ -42,6 +42,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        self.node.refuse_learner()?;
         let req = request.into_inner();
         let ttl = granted_ttl(req.ttl, self.node.min_lease_ttl)?;
         if req.id < 0 {
@@ -72,6 +73,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        self.node.refuse_learner()?;
         let id = request.into_inner().id;
         match self.node.propose(Command::LeaseRevoke { id }).await? {
             CommandResult::Revision(rev) => Ok(Response::new(LeaseRevokeResponse {
@@ -88,6 +90,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
+        self.node.refuse_learner()?;
         let node = self.node.clone();
         let incoming = request.into_inner();
         let out = incoming.then(move |req| {
@@ -109,6 +112,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.node.refuse_learner()?;
         let req = request.into_inner();
         let node = &self.node;
         let ttl = node.lease_query(LeaseQuery::TimeToLive(req.id)).await?;

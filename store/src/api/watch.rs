@@ -39,6 +39,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
+        self.node.refuse_learner()?;
         let mut config = self.config.clone();
         if requires_leader(&request) {
             if self.node.current_leader().is_none() {

@@ -2,13 +2,12 @@
 //!
 //! - [`log_store`]: the replicated log and vote, fsynced before openraft is told they are durable.
 //! - [`state_machine`]: applies committed commands to MVCC, builds and installs snapshots.
-//! - [`network`]: the peer client (gRPC on the peer URL); [`peer_service`] is its server side.
+//! - [`network`]: the peer client (gRPC on the peer URL); `server::peer` is its server side.
 //! - [`codec`]: how commands and Raft messages are encoded.
 
 pub mod codec;
 pub mod log_store;
 pub mod network;
-pub mod peer_service;
 pub mod state_machine;
 
 use std::fmt;

@@ -130,6 +130,29 @@ impl Peers {
         Ok(codec::decode("lease answer", &reply.data)?)
     }
 
+    /// Asks `leader` to carry out a membership change.
+    pub async fn membership(
+        &self,
+        leader: &Member,
+        op: &crate::cluster::MembershipOp,
+        timeout: Duration,
+    ) -> Result<Result<NodeId, crate::cluster::MembershipError>, PeerError> {
+        let mut client = self.client(leader)?;
+        let mut req = tonic::Request::new(Payload { data: codec::encode("membership op", op)? });
+        req.set_timeout(timeout);
+        let reply = client.membership(req).await?.into_inner();
+        Ok(codec::decode("membership result", &reply.data)?)
+    }
+
+    /// Asks a member for the cluster id and members.
+    pub async fn cluster_info(&self, member: &Member, timeout: Duration) -> Result<crate::cluster::ClusterInfo, PeerError> {
+        let mut client = self.client(member)?;
+        let mut req = tonic::Request::new(Payload { data: Vec::new() });
+        req.set_timeout(timeout);
+        let reply = client.cluster_info(req).await?.into_inner();
+        Ok(codec::decode("cluster info", &reply.data)?)
+    }
+
     /// Asks `leader` for the log index a linearizable read must wait for.
     pub async fn read_index(&self, leader: &Member, timeout: Duration) -> Result<u64, PeerError> {
         let mut client = self.client(leader)?;

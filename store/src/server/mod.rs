@@ -5,6 +5,8 @@ pub mod config;
 pub mod http;
 pub mod identity;
 pub mod leases;
+pub mod membership;
+pub mod peer;
 pub mod node;
 
 use std::collections::BTreeMap;
@@ -30,7 +32,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
-use crate::raft::peer_service::PeerService;
+use peer::PeerService;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Command, Member, Raft};
 use crate::storage::Backend;
@@ -42,6 +44,9 @@ use node::{Limits, Node};
 
 /// gRPC allows this much framing on top of `--max-request-bytes`, as etcd does.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// How long a removed member keeps running so the change that removed it completes.
+const REMOVED_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs a member until SIGINT or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -61,7 +66,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         crate::storage::open(&member_dir.join("db"))
             .with_context(|| format!("opening {}", member_dir.display()))?,
     );
-    let (identity, bootstrap) = resolve_identity(backend.as_ref(), &args)?;
+    let network = Network::default();
+    let (identity, bootstrap) = resolve_identity(backend.as_ref(), &args, &network.peers).await?;
     tracing::info!(member_id = %format!("{:x}", identity.member_id), cluster_id = %format!("{:x}", identity.cluster_id), "member identity");
 
     let config = openraft::Config {
@@ -80,7 +86,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let log_store = LogStore::new(backend.clone());
     let sm = StateMachine::open(backend.clone(), member_dir.join("snap"))
         .context("opening the state machine")?;
-    let network = Network::default();
     let raft = Raft::new(
         identity.member_id,
         Arc::new(config),
@@ -113,16 +118,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         backend: backend.clone(),
         min_lease_ttl: crate::lease::min_ttl(args.election_timeout),
         lease_ids: node::LeaseIdGen::new(identity.member_id),
+        cluster_token: args.initial_cluster_token.clone(),
+        membership_lock: tokio::sync::Mutex::new(()),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for listener in peer_listeners {
-        let svc = PeerServer::new(PeerService::new(
-            raft.clone(),
-            identity.member_id,
-            node.sm.clone(),
-        ))
+        let svc = PeerServer::new(PeerService::new(node.clone()))
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
         let stop = stopped(stop_rx.clone());
@@ -205,6 +208,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )),
         tokio::spawn(compactor::run(node.clone(), args.auto_compaction()?)),
         tokio::spawn(leases::track_leadership(node.clone())),
+        tokio::spawn(watch_removal(node.clone(), stop_tx.clone())),
         tokio::spawn(leases::expire(node.clone())),
         tokio::spawn(http::track_leader_changes(node.clone())),
     ];
@@ -230,6 +234,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     backend.flush().context("final flush")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Stops this member once the cluster removed it (etcd exits the same way), so a removed member
+/// never campaigns or serves stale data.
+async fn watch_removal(node: Arc<Node>, stop: tokio::sync::watch::Sender<bool>) {
+    let mut metrics = node.raft.metrics();
+    let mut was_member = false;
+    loop {
+        let is_member = metrics.borrow_and_update().membership_config.membership().get_node(&node.id).is_some();
+        if was_member && !is_member {
+            tracing::error!("this member has been permanently removed from the cluster; stopping");
+            // Let the removal finish committing and its reply reach the client first (a removed
+            // leader answers the MemberRemove that removed it).
+            tokio::time::sleep(REMOVED_GRACE).await;
+            let _ = stop.send(true);
+            return;
+        }
+        was_member |= is_member;
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
@@ -272,9 +298,10 @@ async fn bind_all(urls: &[String]) -> anyhow::Result<Vec<TcpListener>> {
 
 /// Loads this member's identity, or derives it for a first start. Returns the initial
 /// membership when this start bootstraps a new cluster.
-fn resolve_identity(
+async fn resolve_identity(
     backend: &dyn Backend,
     args: &ServeArgs,
+    peers: &crate::raft::network::Peers,
 ) -> anyhow::Result<(Identity, Option<BTreeMap<u64, Member>>)> {
     if let Some(id) = identity::load(backend)? {
         if id.name != args.name {
@@ -315,9 +342,18 @@ fn resolve_identity(
             Ok((id, Some(ids.into_iter().collect())))
         }
         ClusterState::Existing => {
-            bail!(
-                "--initial-cluster-state existing (joining a running cluster) is not supported yet"
+            // The cluster already knows this member (`member add`); ask it for our id.
+            let (member_id, cluster_id) = membership::discover(
+                peers,
+                &members,
+                &args.initial_advertise_peer_urls,
+                Duration::from_secs(30),
             )
+            .await
+            .map_err(|e| anyhow::anyhow!("joining the existing cluster: {e}"))?;
+            let id = Identity { member_id, cluster_id, name: args.name.clone() };
+            identity::save(backend, &id)?;
+            Ok((id, None))
         }
     }
 }

@@ -36,6 +36,10 @@ pub struct Node {
     /// The smallest lease TTL granted (1.5 election timeouts).
     pub min_lease_ttl: i64,
     pub lease_ids: LeaseIdGen,
+    /// The cluster token, salted into ids of members added at runtime.
+    pub cluster_token: String,
+    /// Serializes membership changes on the leader.
+    pub membership_lock: tokio::sync::Mutex<()>,
 }
 
 /// Server-chosen lease ids: this member's id in the top bits, a counter seeded from the clock
@@ -76,6 +80,22 @@ impl Node {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// Whether this member is a learner (learners serve only Status and serializable reads).
+    pub fn is_learner(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        membership.get_node(&self.id).is_some() && !membership.voter_ids().any(|v| v == self.id)
+    }
+
+    /// etcd refuses everything but Status and serializable reads on a learner.
+    pub fn refuse_learner(&self) -> Result<(), ApiError> {
+        if self.is_learner() {
+            return Err(ApiError::NotSupportedForLearner);
+        }
+        Ok(())
+    }
+
     pub fn current_term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
     }
@@ -90,14 +110,14 @@ impl Node {
         }
     }
 
-    fn member(&self, id: NodeId) -> Option<Member> {
+    pub(crate) fn member(&self, id: NodeId) -> Option<Member> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         m.membership_config.membership().get_node(&id).cloned()
     }
 
     /// Waits until some leader is known, or the deadline passes.
-    async fn await_leader(&self, deadline: Instant) -> Result<NodeId, ApiError> {
+    pub(crate) async fn await_leader(&self, deadline: Instant) -> Result<NodeId, ApiError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let metrics = self
             .raft

@@ -105,6 +105,11 @@ impl Member {
         self.child.is_some()
     }
 
+    /// The process id while running (for reading /proc/<pid>/status).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// kill -9: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -203,6 +208,11 @@ impl Cluster {
         self.members.iter().map(|m| m.endpoint()).collect()
     }
 
+    /// Endpoints of the members whose process is running.
+    pub fn running_endpoints(&self) -> Vec<String> {
+        self.members.iter().filter(|m| m.is_running()).map(|m| m.endpoint()).collect()
+    }
+
     /// Waits until every running member reports the same leader; returns its index.
     pub async fn wait_leader(&self, timeout: Duration) -> usize {
         let running: Vec<(usize, String)> = self
@@ -229,6 +239,21 @@ impl Cluster {
             leader_idx
         })
         .await
+    }
+
+    /// Prepares (does not start) a member that will join this cluster with
+    /// `--initial-cluster-state existing`; `initial_cluster` is what `member add` reported.
+    pub fn joining_member(&self, name: &str, client_port: u16, peer_port: u16, initial_cluster: String) -> Member {
+        Member {
+            name: name.to_string(),
+            client_port,
+            peer_port,
+            data_dir: self.dir.path().join(name),
+            log: self.dir.path().join(format!("{name}.log")),
+            initial_cluster,
+            extra: vec!["--initial-cluster-state".into(), "existing".into()],
+            child: None,
+        }
     }
 
     pub fn dump_logs(&self) -> String {
@@ -275,6 +300,11 @@ impl Etcd {
     }
 
     pub async fn start() -> Option<Etcd> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts etcd with extra flags appended (e.g. `--max-request-bytes`).
+    pub async fn start_with(extra: &[&str]) -> Option<Etcd> {
         let bin = Self::binary()?;
         let dir = tempfile::tempdir().ok()?;
         let (c, p) = (free_port(), free_port());
@@ -293,6 +323,7 @@ impl Etcd {
                 "--initial-cluster",
                 &format!("default=http://127.0.0.1:{p}"),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,30 +1,29 @@
-//! The server side of the peer protocol: hands Raft messages to openraft, commits proposals
+//! The server side of the peer protocol (cairn's own, on the peer URL): hands Raft messages to openraft, commits proposals
 //! forwarded by followers, and answers read-index requests.
 
 use openraft::error::{ClientWriteError, RaftError};
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use super::codec;
-use super::network::{decode_command, ForwardError, ForwardResult};
-use super::state_machine::StateMachine;
-use super::{NodeId, Raft};
+use std::sync::Arc;
+
+use super::node::Node;
+use crate::raft::codec;
+use crate::raft::network::{decode_command, ForwardError, ForwardResult};
 use crate::proto::cairnpeerpb::peer_server::Peer;
 use crate::proto::cairnpeerpb::{Payload, ReadIndexRequest, ReadIndexResponse};
 
 pub struct PeerService {
-    raft: Raft,
-    id: NodeId,
-    sm: StateMachine,
+    node: Arc<Node>,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft, id: NodeId, sm: StateMachine) -> Self {
-        Self { raft, id, sm }
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
     }
 
     fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id)
+        self.node.current_leader() == Some(self.node.id)
     }
 }
 
@@ -41,12 +40,12 @@ fn decode<T: serde::de::DeserializeOwned>(req: &Payload) -> Result<T, Status> {
 impl Peer for PeerService {
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req = decode(request.get_ref())?;
-        reply(&self.raft.append_entries(req).await)
+        reply(&self.node.raft.append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req = decode(request.get_ref())?;
-        reply(&self.raft.vote(req).await)
+        reply(&self.node.raft.vote(req).await)
     }
 
     async fn install_snapshot(
@@ -54,7 +53,7 @@ impl Peer for PeerService {
         request: Request<Payload>,
     ) -> Result<Response<Payload>, Status> {
         let req = decode(request.get_ref())?;
-        reply(&self.raft.install_snapshot(req).await)
+        reply(&self.node.raft.install_snapshot(req).await)
     }
 
     async fn propose(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
@@ -64,7 +63,7 @@ impl Peer for PeerService {
         let result: ForwardResult = if !self.is_leader() {
             Err(ForwardError::NotLeader)
         } else {
-            match self.raft.client_write(cmd).await {
+            match self.node.raft.client_write(cmd).await {
                 Ok(resp) => Ok(resp.data),
                 // openraft answers ForwardToLeader only for entries it never appended or truncated
                 // (which can never commit), so the follower may safely retry.
@@ -86,10 +85,19 @@ impl Peer for PeerService {
             Err(ForwardError::NotLeader)
         } else {
             let now = std::time::Instant::now();
-            crate::lease::answer(query, self.sm.leases(), self.sm.lessor(), now)
+            crate::lease::answer(query, self.node.sm.leases(), self.node.sm.lessor(), now)
                 .map_err(|_| ForwardError::Stopped)
         };
         reply(&answer)
+    }
+
+    async fn membership(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let op: crate::cluster::MembershipOp = decode(request.get_ref())?;
+        reply(&self.node.change_membership_as_leader(&op).await)
+    }
+
+    async fn cluster_info(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        reply(&self.node.cluster_info())
     }
 
     async fn read_index(
@@ -99,7 +107,7 @@ impl Peer for PeerService {
         if !self.is_leader() {
             return Err(Status::failed_precondition("not leader"));
         }
-        match self.raft.get_read_log_id().await {
+        match self.node.raft.get_read_log_id().await {
             Ok((read_log_id, _)) => Ok(Response::new(ReadIndexResponse {
                 index: read_log_id.map_or(0, |l| l.index),
             })),
