@@ -62,10 +62,11 @@ impl Lessor {
         )
     }
 
-    /// Seconds left (rounded up, at least 0).
+    /// Whole seconds left (at least 0), truncated as etcd reports them (`int64(Remaining().
+    /// Seconds())`): just after a grant or keep-alive a 60s lease shows 59.
     pub fn remaining(&self, lease: &LeaseRecord, now: Instant) -> i64 {
         let left = self.deadline(lease).saturating_duration_since(now);
-        left.as_millis().div_ceil(1000) as i64
+        left.as_secs() as i64
     }
 
     /// The leases past their deadline, if this member is the leader.
@@ -121,7 +122,7 @@ mod tests {
     }
 
     #[test]
-    fn keep_alive_extends_and_remaining_rounds_up() {
+    fn keep_alive_extends_and_remaining_truncates() {
         let t0 = Instant::now();
         let lessor = Lessor::default();
         lessor.promote(t0);
@@ -129,7 +130,7 @@ mod tests {
         lessor.refresh(2, t0 + Duration::from_secs(4));
         assert_eq!(
             lessor.remaining(&lease, t0 + Duration::from_millis(4500)),
-            5
+            4
         );
         assert!(lessor
             .expired(&[lease], t0 + Duration::from_secs(8))

@@ -66,11 +66,12 @@ impl WatchSpec {
     }
 }
 
-/// Splits events into fragments of at most `limit` encoded bytes (each holding at least one
-/// event), as etcd does for watchers that opted into fragmentation.
+/// Splits events into fragments below `limit` encoded bytes (a single event may exceed it), as
+/// etcd does for watchers that opted into fragmentation: only lists of at least `limit` bytes
+/// with two or more events are split.
 pub fn fragments(events: Vec<Event>, limit: usize) -> Vec<Vec<Event>> {
     let total: usize = events.iter().map(|e| e.encoded_len() + 4).sum();
-    if events.len() < 2 || total <= limit {
+    if events.len() < 2 || total < limit {
         return vec![events];
     }
     let mut out = Vec::new();
@@ -78,7 +79,7 @@ pub fn fragments(events: Vec<Event>, limit: usize) -> Vec<Vec<Event>> {
     let mut size = 0;
     for e in events {
         let len = e.encoded_len() + 4;
-        if !cur.is_empty() && size + len > limit {
+        if !cur.is_empty() && size + len >= limit {
             out.push(std::mem::take(&mut cur));
             size = 0;
         }

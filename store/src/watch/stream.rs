@@ -22,11 +22,16 @@ const CATCH_UP_BATCH: usize = 1000;
 /// etcd's watch id for responses not tied to a watcher (progress, failed creates).
 const NO_WATCH_ID: i64 = -1;
 
+/// etcd's slack above `--max-request-bytes` before it fragments a watch response (the same
+/// allowance it gives incoming requests): smaller responses are never split.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
 /// Settings of the watch service.
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
     pub progress_notify_interval: Duration,
-    /// Responses above this size are fragmented for watchers that asked for it.
+    /// `--max-request-bytes`: a response of at least this plus [`GRPC_OVERHEAD_BYTES`] is
+    /// fragmented for watchers that asked for it (etcd's rule).
     pub fragment_bytes: usize,
     /// End streams that required a leader once there has been none for this long.
     pub require_leader: Option<Duration>,
@@ -74,7 +79,7 @@ impl StreamLoop {
     ) -> Result<(), Closed> {
         let fragment = self.watchers.get(&id).is_some_and(|w| w.spec.fragment);
         let parts = if fragment {
-            fragments(events, self.config.fragment_bytes)
+            fragments(events, self.config.fragment_bytes + GRPC_OVERHEAD_BYTES)
         } else {
             vec![events]
         };
