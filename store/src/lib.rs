@@ -3,6 +3,7 @@
 //! The write path: `api` (validate) -> `server::node` (propose; followers forward to the leader)
 //! -> `raft` (log, fsync, replicate) -> `raft::state_machine` (apply) -> `mvcc`. The read path:
 //! `api` -> `server::node::read_index` (unless serializable) -> `mvcc` at a revision.
+pub mod alarm;
 pub mod api;
 pub mod cli;
 pub mod client;
@@ -13,5 +14,6 @@ pub mod mvcc;
 pub mod proto;
 pub mod raft;
 pub mod server;
+pub mod snapshot;
 pub mod storage;
 pub mod watch;

@@ -33,6 +33,8 @@ pub enum ApiError {
     LeaseTtlTooLarge,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: leader changed")]
@@ -80,6 +82,7 @@ impl ApiError {
             MemberNotFound => Code::NotFound,
             PeerUrlExists | MemberNotLearner | LearnerNotReady | TooManyLearners | NotEnoughStartedMembers => {
                 Code::FailedPrecondition
+            Corrupt => Code::DataLoss,
             }
             MemberBadUrls => Code::InvalidArgument,
             NotSupportedForLearner => Code::Unavailable,
@@ -126,6 +129,8 @@ impl From<MvccError> for ApiError {
 
 #[cfg(test)]
 mod tests {
+            MvccError::NoSpace => ApiError::NoSpace,
+            MvccError::Corrupt => ApiError::Corrupt,
     use super::*;
 
     #[test]

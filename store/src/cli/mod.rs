@@ -22,6 +22,7 @@ pub mod txn;
 pub mod exit {
     pub const SUCCESS: i32 = 0;
     pub const ERROR: i32 = 1;
+pub mod snapshot_offline;
     pub const INVALID_INPUT: i32 = 3;
     pub const BAD_FEATURE: i32 = 4;
     pub const BAD_ARGS: i32 = 128;

@@ -26,6 +26,7 @@ impl Mvcc {
 
     /// Publishes `revision` as the compact revision and removes what it made unreachable.
     pub fn compact(&self, revision: i64) -> Result<()> {
+        let _hashers = self.compaction_guard();
         self.check_compact(revision)?;
         let previous = self.compact_revision();
         self.compacted

@@ -7,6 +7,7 @@
 //! written, so a reader never sees half a Txn.
 
 mod compact;
+mod hash;
 mod keys;
 mod read;
 mod record;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use crate::storage::{Backend, StorageError};
 
+pub use hash::{hash_revision, KvHash};
 pub use keys::{decode_revision_entry as decode_revision_key, revision_entry as revision_key};
 pub use read::{KeyRange, RangeResult};
 pub use record::Version;
@@ -40,6 +42,12 @@ pub enum MvccError {
     LeaseNotFound,
     #[error("lease already exists")]
     LeaseExists,
+    /// A write refused while the NOSPACE alarm is active.
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
+    /// A write refused while the CORRUPT alarm is active.
+    #[error("corrupt cluster")]
+    Corrupt,
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -78,6 +86,8 @@ pub struct Mvcc {
     backend: Arc<dyn Backend>,
     current: AtomicI64,
     compacted: AtomicI64,
+    /// Held by a compaction and by HashKV, so a hash never sees half a compaction.
+    compaction: std::sync::Mutex<()>,
 }
 
 impl Mvcc {
@@ -87,6 +97,7 @@ impl Mvcc {
             backend,
             current: AtomicI64::new(current.max(1)),
             compacted: AtomicI64::new(compacted),
+            compaction: std::sync::Mutex::new(()),
         }
     }
 
@@ -97,6 +108,11 @@ impl Mvcc {
 
     pub fn compact_revision(&self) -> i64 {
         self.compacted.load(Ordering::Acquire)
+    }
+
+    fn compaction_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is (), so a panic elsewhere leaves nothing inconsistent behind.
+        self.compaction.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn backend(&self) -> &dyn Backend {

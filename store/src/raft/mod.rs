@@ -73,6 +73,12 @@ pub enum Command {
         name: String,
         client_urls: Vec<String>,
     },
+    /// Raises or clears an alarm (etcd's AlarmRequest: action, member id, alarm type).
+    Alarm {
+        action: i32,
+        member_id: NodeId,
+        alarm: i32,
+    },
 }
 
 /// What applying a [`Command`] returned.
@@ -89,6 +95,8 @@ pub enum CommandResult {
         ttl: i64,
         revision: i64,
     },
+    /// The alarms an Alarm command activated or deactivated, as (member id, alarm type).
+    Alarms(Vec<(NodeId, i32)>),
     Failed(MvccError),
 }
 

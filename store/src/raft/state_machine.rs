@@ -53,6 +53,10 @@ pub struct Inner {
     pub leases: Leases,
     pub lessor: Arc<Lessor>,
     state: Mutex<AppliedState>,
+    /// Held while an entry is applied and while a consistent view is read (Raft snapshots, the
+    /// Snapshot and Hash RPCs), so a reader never sees half an entry.
+    apply_lock: Mutex<()>,
+    alarms: crate::alarm::AlarmStore,
     snapshot_dir: PathBuf,
     changes: broadcast::Sender<Arc<RevisionChanges>>,
 }
@@ -87,8 +91,12 @@ impl StateMachine {
         let state = load_state(backend.as_ref())?;
         let mvcc = Arc::new(Mvcc::new(backend.clone(), state.revision, state.compacted));
         let (changes, _) = broadcast::channel(1024);
+        let alarms = crate::alarm::AlarmStore::open(backend.clone())
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         Ok(Self {
             inner: Arc::new(Inner {
+                apply_lock: Mutex::new(()),
+                alarms,
                 leases: Leases::new(backend.clone()),
                 lessor: Arc::new(Lessor::default()),
                 backend,
@@ -110,6 +118,31 @@ impl StateMachine {
 
     pub fn lessor(&self) -> &Arc<Lessor> {
         &self.inner.lessor
+    }
+
+    /// Where Raft snapshots live (also scratch space for streaming backups).
+    pub fn snapshot_dir(&self) -> &std::path::Path {
+        &self.inner.snapshot_dir
+    }
+
+    pub fn alarms(&self) -> &crate::alarm::AlarmStore {
+        &self.inner.alarms
+    }
+
+    fn apply_guard(&self) -> MutexGuard<'_, ()> {
+        // Guards no data of its own; a panic while applying is handled by `lock`'s reasoning.
+        self.inner
+            .apply_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `read` with no entry being applied meanwhile: what it reads from the backend matches
+    /// the applied state it is given exactly. Writes wait for it, so keep it to one pass.
+    pub fn consistent<R>(&self, read: impl FnOnce(&AppliedState, &dyn Backend) -> R) -> R {
+        let _apply = self.apply_guard();
+        let state = self.lock().clone();
+        read(&state, self.inner.backend.as_ref())
     }
 
     /// Subscribes to the changes of every revision applied from now on.
@@ -143,6 +176,10 @@ impl StateMachine {
     fn apply_command(&self, cmd: &Command) -> Result<CommandResult, StorageError<NodeId>> {
         let mvcc = &self.inner.mvcc;
         let leases = &self.inner.leases;
+        if let Some(refused) = self.inner.alarms.refusal(cmd) {
+            crate::metrics::proposal_failed();
+            return Ok(CommandResult::Failed(refused));
+        }
         let outcome = match cmd {
             Command::Put(req) => mvcc
                 .apply_put(req, leases)
@@ -178,6 +215,18 @@ impl StateMachine {
                     Vec::new(),
                 )
             }),
+            Command::Alarm {
+                action,
+                member_id,
+                alarm,
+            } => {
+                let changed = self
+                    .inner
+                    .alarms
+                    .apply(*action, *member_id, *alarm)
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                Ok((CommandResult::Alarms(changed), 0, Vec::new()))
+            }
             Command::PublishMember {
                 id,
                 name,
@@ -241,6 +290,7 @@ impl StateMachine {
 
     /// Dumps the state-machine keyspaces (under the apply lock, so it matches `state`).
     fn dump(&self) -> Result<(Vec<u8>, AppliedState), StorageError<NodeId>> {
+        let _apply = self.apply_guard();
         let state = self.lock();
         let mut out = SNAPSHOT_MAGIC.to_vec();
         for prefix in space::STATE_MACHINE {
@@ -286,6 +336,21 @@ fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> 
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// The state-machine record of a data dir restored from a backup (`cairn snapshot restore`):
+/// the backup's revisions, nothing applied from a log yet, no membership (the new cluster's
+/// first log entry brings it). Returns the key and value to store.
+pub fn restored_state_record(
+    revision: i64,
+    compacted: i64,
+) -> Result<(Vec<u8>, Vec<u8>), codec::CodecError> {
+    let state = AppliedState {
+        revision,
+        compacted,
+        ..Default::default()
+    };
+    Ok((STATE.to_vec(), codec::encode("applied state", &state)?))
 }
 
 fn load_state(backend: &dyn Backend) -> Result<AppliedState, StorageError<NodeId>> {
@@ -371,6 +436,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut results = Vec::new();
         for entry in entries {
+            let _apply = self.apply_guard();
             let mut state = self.lock().clone();
             let result = match &entry.payload {
                 EntryPayload::Blank => CommandResult::Revision(self.inner.mvcc.current_revision()),
@@ -408,6 +474,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let pairs =
             parse_dump(&data).map_err(|e| sm_err(ErrorVerb::Read, std::io::Error::other(e)))?;
+        let _apply = self.apply_guard();
         let mut guard = self.lock();
         let backend = self.inner.backend.as_ref();
         let mut clear = Batch::default();
@@ -441,6 +508,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         backend.flush().map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.inner.mvcc.reset(state.revision, state.compacted);
+        self.inner
+            .alarms
+            .reload()
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         *guard = state;
         drop(guard);
         self.save_snapshot(meta, &data)?;

@@ -105,6 +105,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let node = Arc::new(Node {
         id: identity.member_id,
         cluster_id: identity.cluster_id,
+        // Bootstrapped (or found already bootstrapped): a restored data dir never asks again.
+        crate::snapshot::restore::bootstrap_done(backend.as_ref())?;
         name: args.name.clone(),
         raft: raft.clone(),
         sm,
@@ -307,7 +309,8 @@ async fn resolve_identity(
         if id.name != args.name {
             tracing::warn!(stored = %id.name, flag = %args.name, "data dir belongs to another member name; keeping the stored identity");
         }
-        return Ok((id, None));
+        // A data dir made by `cairn snapshot restore` still has to bootstrap its new cluster.
+        return Ok((id, crate::snapshot::restore::pending_bootstrap(backend)?));
     }
     let members = args.initial_members()?;
     let token = &args.initial_cluster_token;

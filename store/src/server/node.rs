@@ -148,6 +148,8 @@ impl Node {
                 Some(l) => l,
                 None => self.await_leader(deadline).await?,
             };
+        // Past the space quota a write is refused (raising NOSPACE) before it reaches the log.
+        crate::alarm::check_quota(self, &cmd).await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             if leader == self.id {
                 match tokio::time::timeout(remaining, self.raft.client_write(cmd.clone())).await {

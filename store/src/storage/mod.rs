@@ -87,6 +87,15 @@ pub trait Backend: Send + Sync + 'static {
     fn flush(&self) -> Result<()>;
     /// Bytes the engine occupies on disk.
     fn size_on_disk(&self) -> Result<u64>;
+    /// Bytes of live data (etcd's "in use"); engines that cannot tell report the size on disk.
+    fn size_in_use(&self) -> Result<u64> {
+        self.size_on_disk()
+    }
+    /// Gives space freed by deletes and compaction back to the file system, if the engine can;
+    /// the default only makes everything durable.
+    fn defragment(&self) -> Result<()> {
+        self.flush()
+    }
 }
 
 /// Opens the default engine (sled) in `dir`.

@@ -1,12 +1,88 @@
 //! [`Backend`] on sled 0.34: one tree, batches for atomicity, `flush` for durability.
+//!
+//! sled never gives space back on its own (no compaction call; freed pages are reused, the file
+//! does not shrink), so [`SledBackend::defragment`] rebuilds the database: it copies every live
+//! pair into a fresh sled directory and swaps it in, with every operation paused meanwhile (etcd's
+//! defragment also blocks the member). The swap survives a crash at any step (see [`recover`]).
 
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use super::{Backend, Batch, Pair, Result, Scan, StorageError};
 
 pub struct SledBackend {
-    db: sled::Db,
+    /// Operations hold the read side; a defragmentation holds the write side while it swaps.
+    db: RwLock<sled::Db>,
+    path: PathBuf,
+    /// Bytes in use, measured by a scan and reused for a short while (Status is polled).
+    in_use: Mutex<Option<(Instant, u64)>>,
+}
+
+/// How long a measured in-use size is reused.
+const IN_USE_TTL: Duration = Duration::from_secs(2);
+
+/// Where a defragmentation builds the new copy, and where the old one goes during the swap.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Finishes or undoes a defragmentation that a crash interrupted, before opening `path`.
+///
+/// Order of a swap: build `db.defrag` -> create `db.defrag.done` -> rename `db` to `db.old` ->
+/// rename `db.defrag` to `db` -> remove the marker -> remove `db.old`. So: if `db` exists, any
+/// leftovers are garbage; if it does not, the marker says whether the new copy is complete (use
+/// it) or not (put the old one back).
+fn recover(path: &Path) -> std::io::Result<()> {
+    let (building, done, old) = (
+        sibling(path, ".defrag"),
+        sibling(path, ".defrag.done"),
+        sibling(path, ".old"),
+    );
+    if !path.exists() {
+        if done.exists() && building.exists() {
+            std::fs::rename(&building, path)?;
+        } else if old.exists() {
+            std::fs::rename(&old, path)?;
+        }
+    }
+    for leftover in [&building, &old] {
+        if leftover.exists() {
+            std::fs::remove_dir_all(leftover)?;
+        }
+    }
+    if done.exists() {
+        std::fs::remove_file(&done)?;
+    }
+    Ok(())
+}
+
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    sled::Config::new()
+        .path(dir)
+        // Durability comes from explicit flushes on the Raft paths; the background flusher
+        // only bounds how much unflushed state-machine work a crash can make us re-apply.
+        .flush_every_ms(Some(500))
+        .cache_capacity(256 * 1024 * 1024)
+        .open()
+        .map_err(engine("opening the database"))
+}
+
+fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> StorageError {
+    move |e| StorageError::Engine {
+        action,
+        source: sled::Error::Io(e),
+    }
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 fn engine(action: &'static str) -> impl FnOnce(sled::Error) -> StorageError {
@@ -19,34 +95,104 @@ fn pair((k, v): (sled::IVec, sled::IVec)) -> Pair {
 
 impl SledBackend {
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            // Durability comes from explicit flushes on the Raft paths; the background flusher
-            // only bounds how much unflushed state-machine work a crash can make us re-apply.
-            .flush_every_ms(Some(500))
-            .cache_capacity(256 * 1024 * 1024)
-            .open()
-            .map_err(engine("opening the database"))?;
-        Ok(Self { db })
+        recover(dir).map_err(io("recovering an interrupted defragmentation"))?;
+        Ok(Self {
+            db: RwLock::new(open_db(dir)?),
+            path: dir.to_path_buf(),
+            in_use: Mutex::new(None),
+        })
+    }
+
+    fn db(&self) -> RwLockReadGuard<'_, sled::Db> {
+        // The guarded handle is replaced in one assignment; a panic cannot leave it half-set.
+        self.db.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds the database with only its live pairs, giving freed space back to the file
+    /// system. Every other operation waits until it is done.
+    pub fn defragment(&self) -> Result<()> {
+        let mut current = self.db.write().unwrap_or_else(|p| p.into_inner());
+        current
+            .flush()
+            .map_err(engine("flushing before defragmenting"))?;
+        let (building, done, old) = (
+            sibling(&self.path, ".defrag"),
+            sibling(&self.path, ".defrag.done"),
+            sibling(&self.path, ".old"),
+        );
+        recover(&self.path).map_err(io("clearing an earlier defragmentation"))?;
+        {
+            let fresh = open_db(&building)?;
+            let mut batch = sled::Batch::default();
+            let mut in_batch = 0;
+            for item in current.iter() {
+                let (k, v) = item.map_err(engine("reading while defragmenting"))?;
+                batch.insert(k, v);
+                in_batch += 1;
+                if in_batch == 10_000 {
+                    fresh
+                        .apply_batch(std::mem::take(&mut batch))
+                        .map_err(engine("writing while defragmenting"))?;
+                    in_batch = 0;
+                }
+            }
+            fresh
+                .apply_batch(batch)
+                .map_err(engine("writing while defragmenting"))?;
+            fresh
+                .flush()
+                .map_err(engine("flushing the defragmented copy"))?;
+            // Dropped here: sled releases its directory before the rename.
+        }
+        std::fs::File::create(&done)
+            .and_then(|f| f.sync_all())
+            .map_err(io("marking the defragmented copy complete"))?;
+        std::fs::rename(&self.path, &old)
+            .and_then(|()| std::fs::rename(&building, &self.path))
+            .and_then(|()| sync_dir(&self.path))
+            .map_err(io("swapping in the defragmented copy"))?;
+        std::fs::remove_file(&done).map_err(io("removing the defragmentation marker"))?;
+        *current = open_db(&self.path)?;
+        drop(current);
+        *self.in_use.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        std::fs::remove_dir_all(&old).map_err(io("removing the pre-defragmentation copy"))?;
+        Ok(())
+    }
+
+    /// Bytes of live keys and values (what a rebuilt database would have to hold at least).
+    pub fn size_in_use(&self) -> Result<u64> {
+        let mut cached = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, bytes)) = *cached {
+            if at.elapsed() < IN_USE_TTL {
+                return Ok(bytes);
+            }
+        }
+        let mut bytes = 0u64;
+        for item in self.db().iter() {
+            let (k, v) = item.map_err(engine("measuring size in use"))?;
+            bytes += (k.len() + v.len()) as u64;
+        }
+        *cached = Some((Instant::now(), bytes));
+        Ok(bytes)
     }
 }
 
 impl Backend for SledBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Box<[u8]>>> {
         Ok(self
-            .db
+            .db()
             .get(key)
             .map_err(engine("reading"))?
             .map(|v| Box::from(&v[..])))
     }
 
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.db.insert(key, value).map_err(engine("writing"))?;
+        self.db().insert(key, value).map_err(engine("writing"))?;
         Ok(())
     }
 
     fn remove(&self, key: &[u8]) -> Result<()> {
-        self.db.remove(key).map_err(engine("deleting"))?;
+        self.db().remove(key).map_err(engine("deleting"))?;
         Ok(())
     }
 
@@ -58,12 +204,12 @@ impl Backend for SledBackend {
                 None => b.remove(k),
             }
         }
-        self.db.apply_batch(b).map_err(engine("writing a batch"))
+        self.db().apply_batch(b).map_err(engine("writing a batch"))
     }
 
     fn scan(&self, from: Bound<&[u8]>, to: Bound<&[u8]>, reverse: bool) -> Scan {
         let range = (from.map(sled::IVec::from), to.map(sled::IVec::from));
-        let iter = self.db.range::<sled::IVec, _>(range);
+        let iter = self.db().range::<sled::IVec, _>(range);
         let map =
             |r: sled::Result<(sled::IVec, sled::IVec)>| r.map(pair).map_err(engine("scanning"));
         if reverse {
@@ -74,12 +220,20 @@ impl Backend for SledBackend {
     }
 
     fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(engine("flushing to disk"))?;
+        self.db().flush().map_err(engine("flushing to disk"))?;
         Ok(())
     }
 
     fn size_on_disk(&self) -> Result<u64> {
-        self.db.size_on_disk().map_err(engine("measuring size"))
+        self.db().size_on_disk().map_err(engine("measuring size"))
+    }
+
+    fn size_in_use(&self) -> Result<u64> {
+        SledBackend::size_in_use(self)
+    }
+
+    fn defragment(&self) -> Result<()> {
+        SledBackend::defragment(self)
     }
 }
 
@@ -110,5 +264,78 @@ mod tests {
         }
         let b = SledBackend::open(dir.path()).unwrap();
         assert_eq!(b.get(b"a2").unwrap().as_deref(), Some(&b"y"[..]));
+    }
+
+    /// Defragmenting keeps every live pair, gives space back, and the result reopens.
+    #[test]
+    fn defragment_keeps_data_and_shrinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let b = SledBackend::open(&path).unwrap();
+        let value = vec![7u8; 4096];
+        for round in 0..4u32 {
+            for i in 0..500u32 {
+                b.insert(
+                    &i.to_be_bytes(),
+                    &[&value[..], &round.to_be_bytes()].concat(),
+                )
+                .unwrap();
+            }
+            b.flush().unwrap();
+        }
+        for i in 0..450u32 {
+            b.remove(&i.to_be_bytes()).unwrap();
+        }
+        b.flush().unwrap();
+        let before = b.size_on_disk().unwrap();
+        b.defragment().unwrap();
+        let after = b.size_on_disk().unwrap();
+        assert!(after < before, "size before {before}, after {after}");
+        assert_eq!(b.get(&0u32.to_be_bytes()).unwrap(), None);
+        let last = b.get(&499u32.to_be_bytes()).unwrap().unwrap();
+        assert_eq!(&last[4096..], &3u32.to_be_bytes());
+        b.insert(b"new", b"write after the swap").unwrap();
+        b.flush().unwrap();
+        drop(b);
+        let b = SledBackend::open(&path).unwrap();
+        assert_eq!(
+            b.scan(Bound::Unbounded, Bound::Unbounded, false).count(),
+            51
+        );
+        assert!(!sibling(&path, ".old").exists());
+        assert!(!sibling(&path, ".defrag").exists());
+    }
+
+    /// A swap interrupted after the new copy was marked complete finishes on the next open;
+    /// one interrupted before that keeps the old database.
+    #[test]
+    fn interrupted_defragmentation_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let b = SledBackend::open(&path).unwrap();
+            b.insert(b"k", b"old").unwrap();
+            b.flush().unwrap();
+        }
+        {
+            let fresh = open_db(&sibling(&path, ".defrag")).unwrap();
+            fresh.insert(b"k", b"new").unwrap();
+            fresh.flush().unwrap();
+        }
+        // Crash before the marker: the copy is discarded.
+        let b = SledBackend::open(&path).unwrap();
+        assert_eq!(b.get(b"k").unwrap().as_deref(), Some(&b"old"[..]));
+        drop(b);
+        {
+            let fresh = open_db(&sibling(&path, ".defrag")).unwrap();
+            fresh.insert(b"k", b"new").unwrap();
+            fresh.flush().unwrap();
+        }
+        std::fs::File::create(sibling(&path, ".defrag.done")).unwrap();
+        std::fs::rename(&path, sibling(&path, ".old")).unwrap();
+        // Crash between the two renames: the complete copy is used.
+        let b = SledBackend::open(&path).unwrap();
+        assert_eq!(b.get(b"k").unwrap().as_deref(), Some(&b"new"[..]));
+        assert!(!sibling(&path, ".old").exists());
     }
 }
