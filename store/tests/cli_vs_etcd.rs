@@ -253,6 +253,54 @@ const SCRIPT: &[(&[&str], &str, bool)] = &[
     (&["endpoint", "status", "-w", "protobuf"], "", false),
     // etcdctl 3.4 reports health on stderr, 3.5 on stdout: compare the merged stream.
     (&["endpoint", "health"], "", true),
+    (&["endpoint", "health", "--cluster"], "", true),
+    // Hashes themselves differ between the twins (their histories are not byte-identical), so
+    // only refusals are compared; the formats are unit-tested.
+    (&["endpoint", "hashkv", "--rev=2"], "", false),
+    (&["endpoint", "hashkv", "--rev=99999", "--cluster"], "", false),
+    // Watches that end on their own: from a compacted revision, or refused arguments.
+    (&["watch", "foo", "--rev=2"], "", false),
+    (&["watch", "foo", "--rev=2", "-w", "json"], "", false),
+    (&["watch"], "", false),
+    (&["watch", "a", "b", "--prefix"], "", false),
+    (&["watch", "a", "--"], "", false),
+    (&["watch", "--rev=1", "--", "echo", "x"], "", false),
+    // Server-assigned lease IDs differ between the twins, so only fixed IDs are compared.
+    (&["lease", "timetolive", "1234"], "", false),
+    (&["lease", "timetolive", "1234", "--keys", "-w", "json"], "", false),
+    (&["lease", "revoke", "1234"], "", false),
+    (&["lease", "keep-alive", "--once", "1234"], "", false),
+    (&["lease", "keep-alive", "1234"], "", false),
+    (&["lease", "list"], "", false),
+    (&["lease", "list", "-w", "json"], "", false),
+    (&["lease", "grant"], "", false),
+    (&["lease", "grant", "x"], "", false),
+    (&["lease", "revoke", "zz"], "", false),
+    (&["member", "list"], "", false),
+    (&["member", "list", "-w", "json"], "", false),
+    (&["member", "list", "-w", "table"], "", false),
+    (&["member", "list", "-w", "fields"], "", false),
+    (&["member", "list", "-w", "protobuf"], "", false),
+    (&["member", "add"], "", false),
+    (&["member", "add", "a", "http://x"], "", false),
+    (&["member", "add", "a"], "", false),
+    (&["member", "add", "a", "--peer-urls=foo"], "", false),
+    (&["member", "remove", "zz"], "", false),
+    (&["member", "remove", "1234"], "", false),
+    (&["member", "update", "1234"], "", false),
+    (&["member", "update", "1234", "--peer-urls=http://127.0.0.1:1"], "", false),
+    (&["member", "promote", "1234"], "", false),
+    (&["alarm", "list"], "", false),
+    (&["alarm", "list", "-w", "json"], "", false),
+    (&["alarm", "disarm"], "", false),
+    (&["alarm", "list", "x"], "", false),
+    (&["defrag"], "", false),
+    (&["defrag", "--cluster"], "", false),
+    (&["move-leader"], "", false),
+    (&["move-leader", "zz"], "", false),
+    (&["move-leader", "1234"], "", false),
+    (&["snapshot", "save"], "", false),
+    (&["snapshot", "save", "/nonexistent/dir/x.db"], "", false),
 ];
 
 /// Where etcdctl 3.4 and 3.5 differ, cairn follows 3.5; these run only against a 3.5 etcdctl
@@ -273,6 +321,98 @@ const SCRIPT_35: &[(&[&str], &str, bool)] = &[
     (&["endpoint", "health"], "", false),
     (&["endpoint", "health", "-w", "json"], "", false),
 ];
+
+/// Live output: a watcher (plain, or interactive with lines on stdin) runs on each twin while the
+/// same writes reach both; after the writes it is killed and its stdout compared.
+fn live_watch(
+    bin: &Path,
+    endpoint: &str,
+    args: &[&str],
+    stdin: &str,
+    etcdctl: &Path,
+    writes: &[(&[&str], &str)],
+) -> String {
+    use std::io::Write;
+    let mut child = Command::new(bin)
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // stdin stays open: interactive watch exits at end of input.
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    for (w, input) in writes {
+        let out = run(etcdctl, endpoint, w, input);
+        assert!(out.status.success(), "{w:?} failed: {out:?}");
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(input);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn cairn_watches_like_etcdctl() {
+    let (Some(etcd), Some(etcdctl)) = (
+        tool("CAIRN_TEST_ETCD", "/usr/bin/etcd"),
+        tool("CAIRN_TEST_ETCDCTL", "/usr/bin/etcdctl"),
+    ) else {
+        eprintln!("skipping cli_vs_etcd: etcd/etcdctl not installed (apt-get install etcd-server etcd-client)");
+        return;
+    };
+    let cairn = PathBuf::from(env!("CARGO_BIN_EXE_cairn"));
+    let reference = Etcd::start(&etcd, &etcdctl);
+    let twin = Etcd::start(&etcd, &etcdctl);
+    let cases: &[(&[&str], &str)] = &[
+        (&["watch", "w", "--prefix", "--prev-kv"], ""),
+        (&["watch", "w", "--prefix", "-w", "json"], ""),
+        (&["watch", "w1", "w3", "-w", "fields"], ""),
+        (&["watch", "w", "--prefix", "--rev=1", "-w", "protobuf"], ""),
+        (
+            &[
+                "watch",
+                "w2",
+                "--",
+                "sh",
+                "-c",
+                "echo $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE",
+            ],
+            "",
+        ),
+        (
+            // One watcher only: etcdctl prints each watcher from its own goroutine, so the
+            // order of two watchers' lines for one revision is not deterministic.
+            &["watch", "-i"],
+            "bogus\nwatch w --prefix --rev=2 --prev-kv\n",
+        ),
+    ];
+    // The txn makes one revision with two events (one response).
+    let writes: &[(&[&str], &str)] = &[
+        (&["put", "w1", "a"], ""),
+        (&["put", "w2", "b c"], ""),
+        (&["txn"], "\nput w1 x\nput w3 y\n\n\n"),
+        (&["del", "w", "--prefix"], ""),
+    ];
+    let mut mismatches = Vec::new();
+    for (args, stdin) in cases {
+        let want = live_watch(&etcdctl, &reference.endpoint, args, stdin, &etcdctl, writes);
+        let got = live_watch(&cairn, &twin.endpoint, args, stdin, &etcdctl, writes);
+        if want != got || want.is_empty() {
+            mismatches.push(format!("{args:?}\n  etcdctl: {want:?}\n  cairn:   {got:?}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
 
 fn is_etcdctl_35(etcdctl: &Path) -> bool {
     let out = Command::new(etcdctl).arg("version").output().unwrap();

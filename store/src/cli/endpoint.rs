@@ -1,33 +1,132 @@
-//! `endpoint status` and `endpoint health`, one connection per endpoint as etcdctl makes them.
-//!
-//! `--cluster` (endpoints taken from the member list) and `hashkv` come with the cluster
-//! membership work; they slot in as another way to build the endpoint list and one more
-//! subcommand.
+//! `endpoint status|health|hashkv`, one connection per endpoint as etcdctl makes them;
+//! `--cluster` takes the endpoints from the member list's client URLs instead of `--endpoints`.
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::gofmt::{self, json_string, quote, JsonObject};
 use super::output::{fields_header, json_header};
 use super::{emit, exit, table, CliError, Context, OutputFormat};
 use crate::proto::etcdserverpb::{
-    alarm_request::AlarmAction, AlarmRequest, AlarmType, RangeRequest, StatusRequest,
-    StatusResponse,
+    alarm_request::AlarmAction, AlarmRequest, AlarmType, HashKvRequest, HashKvResponse,
+    RangeRequest, StatusRequest, StatusResponse,
 };
 
 #[derive(Debug, Subcommand)]
 pub enum EndpointCommand {
     /// Prints out the status of endpoints specified in `--endpoints` flag.
-    Status,
+    Status(ClusterArgs),
     /// Checks the healthiness of endpoints specified in `--endpoints` flag.
-    Health,
+    Health(ClusterArgs),
+    /// Prints the KV history hash for each endpoint in --endpoints.
+    Hashkv(HashKvArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Use all endpoints from the cluster member list.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub cluster: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HashKvArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Maximum revision to hash (default: latest revision).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub rev: i64,
 }
 
 pub async fn run(ctx: &Context, cmd: EndpointCommand) -> anyhow::Result<i32> {
     match cmd {
-        EndpointCommand::Status => status(ctx).await,
-        EndpointCommand::Health => health(ctx).await,
+        EndpointCommand::Status(a) => status(ctx, a.cluster).await,
+        EndpointCommand::Health(a) => health(ctx, a.cluster).await,
+        EndpointCommand::Hashkv(a) => hashkv(ctx, a).await,
+    }
+}
+
+/// One endpoint's answer to `Maintenance.HashKV`.
+#[derive(Debug, Clone)]
+pub struct EpHashKv {
+    pub endpoint: String,
+    pub hash: HashKvResponse,
+}
+
+/// Formats `endpoint hashkv` output for `format`.
+pub fn format_hashkv(format: OutputFormat, list: &[EpHashKv]) -> Result<String, CliError> {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|h| vec![h.endpoint.clone(), h.hash.hash.to_string()])
+        .collect();
+    match format {
+        OutputFormat::Simple => Ok(rows.iter().map(|r| format!("{}\n", r.join(", "))).collect()),
+        OutputFormat::Table => Ok(table::render(&["endpoint", "hash"], &rows)),
+        OutputFormat::Json => {
+            let items: Vec<String> = list
+                .iter()
+                .map(|h| {
+                    let r = &h.hash;
+                    let hash = JsonObject::new()
+                        .object("header", json_header(&r.header))
+                        .uint("hash", u64::from(r.hash))
+                        .int("compact_revision", r.compact_revision)
+                        .int("hash_revision", r.hash_revision)
+                        .finish();
+                    JsonObject::new()
+                        .raw("Endpoint", &json_string(&h.endpoint))
+                        .raw("HashKV", &hash)
+                        .finish()
+                })
+                .collect();
+            Ok(format!("[{}]\n", items.join(",")))
+        }
+        OutputFormat::Fields => {
+            let mut out = String::new();
+            for h in list {
+                fields_header(&mut out, &h.hash.header);
+                let _ = writeln!(out, "\"Endpoint\" : {}", quote(h.endpoint.as_bytes()));
+                let _ = writeln!(out, "\"Hash\" : {}", h.hash.hash);
+                out.push('\n');
+            }
+            Ok(out)
+        }
+        OutputFormat::Protobuf => Err(CliError::new(
+            exit::BAD_FEATURE,
+            "only support simple or json as output format",
+        )),
+    }
+}
+
+async fn hashkv(ctx: &Context, a: HashKvArgs) -> anyhow::Result<i32> {
+    let mut list = Vec::new();
+    let mut last_err = None;
+    for endpoint in super::maintenance::endpoints(ctx, a.cluster.cluster).await? {
+        let answer = match ctx.connect_to(std::slice::from_ref(&endpoint)).await {
+            Ok(client) => {
+                let req = HashKvRequest { revision: a.rev };
+                ctx.call(client.maintenance().hash_kv(ctx.request(req)))
+                    .await
+            }
+            // etcdctl dials lazily, so an unreachable member shows as the RPC timing out.
+            Err(_) => Err(CliError::new(exit::ERROR, "context deadline exceeded")),
+        };
+        match answer {
+            Ok(hash) => list.push(EpHashKv { endpoint, hash }),
+            Err(e) => {
+                eprintln!(
+                    "Failed to get the hash of endpoint {endpoint} ({})",
+                    e.message
+                );
+                last_err = Some(e);
+            }
+        }
+    }
+    emit(format_hashkv(ctx.global.write_out, &list)?.as_bytes())?;
+    match last_err {
+        Some(e) => Err(e.into()),
+        None => Ok(exit::SUCCESS),
     }
 }
 
@@ -217,10 +316,10 @@ pub fn format_health(
     Ok((out, err))
 }
 
-async fn status(ctx: &Context) -> anyhow::Result<i32> {
+async fn status(ctx: &Context, cluster: bool) -> anyhow::Result<i32> {
     let mut list = Vec::new();
     let mut failed = false;
-    for endpoint in &ctx.global.endpoints {
+    for endpoint in &super::maintenance::endpoints(ctx, cluster).await? {
         let answer = match ctx.connect_to(std::slice::from_ref(endpoint)).await {
             Ok(client) => {
                 ctx.call(client.maintenance().status(ctx.request(StatusRequest {})))
@@ -247,12 +346,9 @@ async fn status(ctx: &Context) -> anyhow::Result<i32> {
     Ok(if failed { exit::ERROR } else { exit::SUCCESS })
 }
 
-async fn health(ctx: &Context) -> anyhow::Result<i32> {
-    let checks = ctx
-        .global
-        .endpoints
-        .iter()
-        .map(|ep| check_health(ctx, ep.clone()));
+async fn health(ctx: &Context, cluster: bool) -> anyhow::Result<i32> {
+    let endpoints = super::maintenance::endpoints(ctx, cluster).await?;
+    let checks = endpoints.iter().map(|ep| check_health(ctx, ep.clone()));
     let list = futures::future::join_all(checks).await;
     let (out, err) = format_health(ctx.global.write_out, &list)?;
     emit(out.as_bytes())?;

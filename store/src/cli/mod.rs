@@ -2,8 +2,9 @@
 //!
 //! Every command follows etcdctl (3.5) in flags, output bytes and exit codes, so scripts written
 //! for etcdctl keep working. Layout: `kv` (put/get/del/compaction), `txn` (etcdctl's txn grammar),
-//! `endpoint` (status/health), `output` (response printers), `gofmt`/`table` (the Go spellings
-//! etcdctl's output is made of).
+//! `watch` + `watch_print`, `lease`, `member`, `endpoint` (status/health/hashkv), `maintenance`
+//! (alarm/defrag/move-leader/snapshot save), `output` (KV response printers), `gofmt`/`table`
+//! (the Go spellings etcdctl's output is made of).
 use std::io::Write as _;
 use std::time::Duration;
 
@@ -14,17 +15,24 @@ use crate::client::{Client, ConnectOptions};
 pub mod endpoint;
 pub mod gofmt;
 pub mod kv;
+pub mod lease;
+pub mod maintenance;
+pub mod member;
 pub mod output;
+pub mod snapshot_offline;
 pub mod table;
 pub mod txn;
+pub mod watch;
+pub mod watch_print;
 
 /// etcdctl's exit codes (`cobrautl.Exit*`), kept so scripts can tell failures apart.
 pub mod exit {
     pub const SUCCESS: i32 = 0;
     pub const ERROR: i32 = 1;
-pub mod snapshot_offline;
+    pub const BAD_CONNECTION: i32 = 2;
     pub const INVALID_INPUT: i32 = 3;
     pub const BAD_FEATURE: i32 = 4;
+    pub const INTERRUPTED: i32 = 5;
     pub const BAD_ARGS: i32 = 128;
 }
 
@@ -94,6 +102,25 @@ pub enum ClientCommand {
     /// Endpoint related commands.
     #[command(subcommand)]
     Endpoint(endpoint::EndpointCommand),
+    /// Watches events stream on keys or prefixes.
+    Watch(watch::WatchArgs),
+    /// Lease related commands.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
+    /// Membership related commands.
+    #[command(subcommand)]
+    Member(member::MemberCommand),
+    /// Alarm related commands.
+    #[command(subcommand)]
+    Alarm(maintenance::AlarmCommand),
+    /// Defragments the storage of the etcd members with given endpoints.
+    Defrag(maintenance::DefragArgs),
+    /// Transfers leadership to another etcd cluster member.
+    #[command(name = "move-leader")]
+    MoveLeader(maintenance::MoveLeaderArgs),
+    /// Manages etcd node snapshots.
+    #[command(subcommand)]
+    Snapshot(maintenance::SnapshotCommand),
 }
 
 /// A failed command: what etcdctl would print after `Error: `, and its exit code.
@@ -239,6 +266,13 @@ pub async fn run(global: GlobalArgs, command: ClientCommand) -> anyhow::Result<i
         ClientCommand::Txn(args) => txn::run(&ctx, args).await,
         ClientCommand::Compaction(args) => kv::compaction(&ctx, args).await,
         ClientCommand::Endpoint(cmd) => endpoint::run(&ctx, cmd).await,
+        ClientCommand::Watch(args) => watch::run(&ctx, args).await,
+        ClientCommand::Lease(cmd) => lease::run(&ctx, cmd).await,
+        ClientCommand::Member(cmd) => member::run(&ctx, cmd).await,
+        ClientCommand::Alarm(cmd) => maintenance::alarm(&ctx, cmd).await,
+        ClientCommand::Defrag(args) => maintenance::defrag(&ctx, args).await,
+        ClientCommand::MoveLeader(args) => maintenance::move_leader(&ctx, args).await,
+        ClientCommand::Snapshot(cmd) => maintenance::snapshot(&ctx, cmd).await,
     };
     match result {
         Ok(code) => Ok(code),

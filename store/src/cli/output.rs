@@ -89,7 +89,7 @@ impl Printer {
     }
 
     /// etcdctl's `printKV`: key line (unless value-only) then value line, raw bytes or `\xNN`.
-    fn simple_kv(&self, out: &mut Vec<u8>, kv: &KeyValue) {
+    pub(crate) fn simple_kv(&self, out: &mut Vec<u8>, kv: &KeyValue) {
         if !self.value_only {
             self.bytes_line(out, &kv.key);
         }
@@ -172,7 +172,7 @@ pub fn json_header(h: &Option<ResponseHeader>) -> Option<String> {
     })
 }
 
-fn json_kv(kv: &KeyValue) -> String {
+pub(crate) fn json_kv(kv: &KeyValue) -> String {
     JsonObject::new()
         .bytes("key", &kv.key)
         .int("create_revision", kv.create_revision)
@@ -247,7 +247,7 @@ pub fn fields_header(out: &mut String, h: &Option<ResponseHeader>) {
     let _ = writeln!(out, "\"RaftTerm\" : {}", h.raft_term);
 }
 
-fn fields_kv(out: &mut String, prefix: &str, kv: &KeyValue) {
+pub(crate) fn fields_kv(out: &mut String, prefix: &str, kv: &KeyValue) {
     let _ = writeln!(out, "\"{prefix}Key\" : {}", quote(&kv.key));
     let _ = writeln!(out, "\"{prefix}CreateRevision\" : {}", kv.create_revision);
     let _ = writeln!(out, "\"{prefix}ModRevision\" : {}", kv.mod_revision);
