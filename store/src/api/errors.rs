@@ -76,13 +76,13 @@ impl ApiError {
             LeaseExists => Code::FailedPrecondition,
             LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
+            Corrupt => Code::DataLoss,
             NoLeader | LeaderChanged | Timeout | TimeoutDueToConnectionLost | Stopped => {
                 Code::Unavailable
             }
             MemberNotFound => Code::NotFound,
             PeerUrlExists | MemberNotLearner | LearnerNotReady | TooManyLearners | NotEnoughStartedMembers => {
                 Code::FailedPrecondition
-            Corrupt => Code::DataLoss,
             }
             MemberBadUrls => Code::InvalidArgument,
             NotSupportedForLearner => Code::Unavailable,
@@ -122,6 +122,8 @@ impl From<MvccError> for ApiError {
             MvccError::KeyNotFound => ApiError::KeyNotFound,
             MvccError::LeaseNotFound => ApiError::LeaseNotFound,
             MvccError::LeaseExists => ApiError::LeaseExists,
+            MvccError::NoSpace => ApiError::NoSpace,
+            MvccError::Corrupt => ApiError::Corrupt,
             MvccError::Storage(detail) => ApiError::Internal(detail),
         }
     }
@@ -129,8 +131,6 @@ impl From<MvccError> for ApiError {
 
 #[cfg(test)]
 mod tests {
-            MvccError::NoSpace => ApiError::NoSpace,
-            MvccError::Corrupt => ApiError::Corrupt,
     use super::*;
 
     #[test]

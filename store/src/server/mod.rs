@@ -100,13 +100,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Err(e) = raft.initialize(members).await {
             tracing::debug!(error = %e, "raft already initialized");
         }
+        // Bootstrapped (or found already bootstrapped): a restored data dir never asks again.
+        crate::snapshot::restore::bootstrap_done(backend.as_ref())?;
     }
 
     let node = Arc::new(Node {
         id: identity.member_id,
         cluster_id: identity.cluster_id,
-        // Bootstrapped (or found already bootstrapped): a restored data dir never asks again.
-        crate::snapshot::restore::bootstrap_done(backend.as_ref())?;
         name: args.name.clone(),
         raft: raft.clone(),
         sm,

@@ -142,14 +142,14 @@ impl Node {
     /// it is not the leader, the leader could not be reached at all); any other failure leaves the
     /// outcome unknown and is reported, never retried, so a command is never applied twice.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, ApiError> {
+        // Past the space quota a write is refused (raising NOSPACE) before it reaches the log.
+        crate::alarm::check_quota(self, &cmd).await?;
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let leader = match self.current_leader() {
                 Some(l) => l,
                 None => self.await_leader(deadline).await?,
             };
-        // Past the space quota a write is refused (raising NOSPACE) before it reaches the log.
-        crate::alarm::check_quota(self, &cmd).await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             if leader == self.id {
                 match tokio::time::timeout(remaining, self.raft.client_write(cmd.clone())).await {

@@ -8,8 +8,13 @@
 //! u32 BE header length, header (JSON: revision, compact revision, raft index/term, ids, version)
 //! (u32 BE key length, key, u32 BE value length, value)*   the state-machine keyspaces, in order
 //! u32 BE 0xFFFFFFFF                                       end of pairs
+//! zero bytes up to a multiple of 512                      (see below)
 //! 32 bytes: SHA-256 of everything before it
 //! ```
+//!
+//! The padding is for etcd's clients: `etcdctl snapshot save` only accepts a stream whose length
+//! is 32 more than a multiple of 512 (a bbolt file is page-aligned, so that is how it tells that
+//! the digest is there).
 //!
 //! Everything before the digest is what the Snapshot RPC streams as `blob`s; the digest is its
 //! last message, exactly as etcd sends it, so a client that appends every blob to a file (etcdctl
@@ -31,6 +36,8 @@ pub const MAGIC: &[u8] = b"CAIRN-SNAPSHOT-1\n";
 /// Length of the SHA-256 trailer.
 pub const DIGEST_LEN: usize = 32;
 const END: u32 = u32::MAX;
+/// The body is padded to a multiple of this (see the module docs).
+pub const ALIGN: u64 = 512;
 /// A header longer than this is not one cairn wrote.
 const MAX_HEADER: u32 = 1 << 20;
 
@@ -111,6 +118,8 @@ impl<W: Write> Writer<W> {
     /// not written: the RPC sends it as its own message, a file gets it from [`Writer::finish_file`].
     pub fn finish(mut self) -> io::Result<(W, [u8; DIGEST_LEN], u64)> {
         self.put(&END.to_be_bytes())?;
+        let pad = (ALIGN - self.len % ALIGN) % ALIGN;
+        self.put(&vec![0u8; pad as usize])?;
         self.out.flush()?;
         Ok((self.out, self.sha.finalize().into(), self.len))
     }
@@ -332,6 +341,10 @@ mod tests {
         assert_eq!(
             pairs,
             vec![(b"Ka".to_vec(), b"1".to_vec()), (b"Kb".to_vec(), vec![])]
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len() % ALIGN,
+            DIGEST_LEN as u64
         );
         let (st, _) = status(&path).unwrap();
         assert_eq!(st.total_key, 2);
