@@ -59,7 +59,7 @@ fn send_chunks(
     tx: tokio::sync::mpsc::Sender<Result<SnapshotResponse, Status>>,
 ) {
     let message = |remaining: u64, blob: Vec<u8>| SnapshotResponse {
-        header: Some(header.clone()),
+        header: Some(header),
         remaining_bytes: remaining,
         blob,
         version: ETCD_API_VERSION.to_string(),
