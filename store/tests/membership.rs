@@ -245,3 +245,25 @@ async fn a_far_behind_member_catches_up_by_snapshot() {
     );
     assert_same_data(&cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_leader_hands_leadership_to_the_chosen_voter() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let target = (leader + 1) % 3;
+    let target_id = support::member_id(&cluster.members[target].endpoint()).await.unwrap();
+    let mut c = connect(&[cluster.members[leader].endpoint()]).await.unwrap();
+    let started = std::time::Instant::now();
+    c.move_leader(target_id).await.expect("move leader");
+    eprintln!("leadership moved in {:?}", started.elapsed());
+    assert_eq!(cluster.wait_leader(Duration::from_secs(5)).await, target);
+    // Only the leader may move leadership; unknown targets are refused.
+    let mut f = connect(&[cluster.members[leader].endpoint()]).await.unwrap();
+    let err = f.move_leader(target_id).await.unwrap_err().to_string();
+    assert!(err.contains("etcdserver: not leader"), "{err}");
+    let mut t = connect(&[cluster.members[target].endpoint()]).await.unwrap();
+    let err = t.move_leader(42).await.unwrap_err().to_string();
+    assert!(err.contains("etcdserver: bad leader transferee"), "{err}");
+    // Writes work through the new leader.
+    t.put("after-move", "x", None).await.unwrap();
+}

@@ -54,7 +54,7 @@ fn pump(
 
 impl BgEtcdctl {
     fn spawn(endpoint: &str, args: &[&str], stdin: Option<&str>) -> BgEtcdctl {
-        let mut child = Command::new("etcdctl")
+        let mut child = Command::new(support::etcdctl_bin())
             .env("ETCDCTL_API", "3")
             .arg("--endpoints")
             .arg(endpoint)

@@ -61,6 +61,12 @@ pub enum ApiError {
     NotEnoughStartedMembers,
     #[error("etcdserver: rpc not supported for learner")]
     NotSupportedForLearner,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    TimeoutLeaderTransfer,
     #[error("etcdserver: {0}")]
     Internal(String),
 }
@@ -85,7 +91,8 @@ impl ApiError {
                 Code::FailedPrecondition
             }
             MemberBadUrls => Code::InvalidArgument,
-            NotSupportedForLearner => Code::Unavailable,
+            NotSupportedForLearner | TimeoutLeaderTransfer => Code::Unavailable,
+            NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
             Internal(_) => Code::Internal,
         }
     }

@@ -148,7 +148,10 @@ impl Kv for KvService {
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         let req = request.into_inner();
-        // Refuse early what apply would refuse; apply checks again against the state it sees.
+        // Refuse early what apply would refuse (apply checks again against the state it sees);
+        // catch up first so a follower does not call a revision it has not applied yet "future".
+        self.node.refuse_learner()?;
+        self.node.read_index().await?;
         self.node
             .mvcc()
             .check_compact(req.revision)

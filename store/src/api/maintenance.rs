@@ -105,6 +105,32 @@ fn scratch_file(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
+    /// Hands leadership to another voter; must be sent to the leader (as in etcd).
+    async fn move_leader(
+        &self,
+        request: Request<crate::proto::etcdserverpb::MoveLeaderRequest>,
+    ) -> Result<Response<crate::proto::etcdserverpb::MoveLeaderResponse>, Status> {
+        use crate::server::transfer::TransferError;
+        let target = request.into_inner().target_id;
+        let node = &self.node;
+        let max = std::time::Duration::from_millis(node.raft.config().election_timeout_max);
+        node.transfer_leadership(target, max)
+            .await
+            .map_err(|e| match e {
+                TransferError::NotLeader => ApiError::NotLeader,
+                TransferError::BadTransferee => ApiError::BadLeaderTransferee,
+                TransferError::TimedOut(_) => ApiError::TimeoutLeaderTransfer,
+            })?;
+        if node.current_leader() != Some(target) && target != node.id {
+            return Err(ApiError::TimeoutLeaderTransfer.into());
+        }
+        Ok(Response::new(
+            crate::proto::etcdserverpb::MoveLeaderResponse {
+                header: Some(node.header(node.mvcc().current_revision())),
+            },
+        ))
+    }
+
     /// GET lists the active alarms (after a ReadIndex, so it is linearizable as etcd's, which goes
     /// through Raft); ACTIVATE and DEACTIVATE go through Raft and answer what changed.
     async fn alarm(

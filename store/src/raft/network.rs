@@ -144,6 +144,24 @@ impl Peers {
         Ok(codec::decode("membership result", &reply.data)?)
     }
 
+    /// Tells a member it has been removed from the cluster.
+    pub async fn removed(&self, member: &Member, timeout: Duration) -> Result<(), PeerError> {
+        let mut client = self.client(member)?;
+        let mut req = tonic::Request::new(Payload { data: Vec::new() });
+        req.set_timeout(timeout);
+        client.removed(req).await?;
+        Ok(())
+    }
+
+    /// Asks a member to start an election now.
+    pub async fn campaign(&self, member: &Member, timeout: Duration) -> Result<bool, PeerError> {
+        let mut client = self.client(member)?;
+        let mut req = tonic::Request::new(Payload { data: Vec::new() });
+        req.set_timeout(timeout);
+        let reply = client.campaign(req).await?.into_inner();
+        Ok(codec::decode("campaign result", &reply.data)?)
+    }
+
     /// Asks a member for the cluster id and members.
     pub async fn cluster_info(&self, member: &Member, timeout: Duration) -> Result<crate::cluster::ClusterInfo, PeerError> {
         let mut client = self.client(member)?;

@@ -54,12 +54,28 @@ impl Node {
             Some(salt()),
         );
         let plan = cluster::plan(op, &cfg, new_id, MAX_LEARNERS)?;
+        if plan == (Plan::RemoveVoter { id: self.id }) {
+            // Leader-aware removal: hand leadership to the most caught-up voter first; the new
+            // leader then carries out the removal (the caller retries there).
+            if let Some(target) = self.best_transferee() {
+                let max = Duration::from_millis(self.raft.config().election_timeout_max);
+                if let Err(e) = self.transfer_leadership(target, max).await {
+                    tracing::warn!(error = %e, "could not hand leadership over; removing the leader directly");
+                } else {
+                    return Err(MembershipError::NotLeader);
+                }
+            }
+        }
         tracing::info!(?plan, "membership change");
         let raft_err = |e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, Member>>| {
             match e.forward_to_leader::<Member>() {
                 Some(_) => MembershipError::NotLeader,
                 None => MembershipError::Raft(e.to_string()),
             }
+        };
+        let removing = match &plan {
+            Plan::RemoveVoter { id } | Plan::RemoveLearner { id } => self.member(*id),
+            _ => None,
         };
         let id = match plan {
             Plan::AddLearner { id, member } => {
@@ -105,6 +121,13 @@ impl Node {
                 id
             }
         };
+        if let Some(member) = removing {
+            // The removed member stops being replicated to, so it may never see the
+            // configuration without itself: tell it (best effort; it may be down already).
+            if let Err(e) = self.peers.removed(&member, Duration::from_secs(1)).await {
+                tracing::debug!(error = %e, "could not tell the removed member");
+            }
+        }
         Ok(id)
     }
 

@@ -7,6 +7,7 @@ pub mod identity;
 pub mod leases;
 pub mod membership;
 pub mod peer;
+pub mod transfer;
 pub mod node;
 
 use std::collections::BTreeMap;
@@ -122,6 +123,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         lease_ids: node::LeaseIdGen::new(identity.member_id),
         cluster_token: args.initial_cluster_token.clone(),
         membership_lock: tokio::sync::Mutex::new(()),
+        transferring: std::sync::atomic::AtomicBool::new(false),
+        removed: tokio::sync::Notify::new(),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -254,8 +257,18 @@ async fn watch_removal(node: Arc<Node>, stop: tokio::sync::watch::Sender<bool>) 
             return;
         }
         was_member |= is_member;
-        if metrics.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = node.removed.notified() => {
+                tracing::error!("this member has been permanently removed from the cluster; stopping");
+                tokio::time::sleep(REMOVED_GRACE).await;
+                let _ = stop.send(true);
+                return;
+            }
         }
     }
 }

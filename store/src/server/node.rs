@@ -40,6 +40,10 @@ pub struct Node {
     pub cluster_token: String,
     /// Serializes membership changes on the leader.
     pub membership_lock: tokio::sync::Mutex<()>,
+    /// Signalled when the cluster tells this member it was removed.
+    pub removed: tokio::sync::Notify,
+    /// Set while this leader hands leadership over: new proposals wait for the new leader.
+    pub transferring: std::sync::atomic::AtomicBool,
 }
 
 /// Server-chosen lease ids: this member's id in the top bits, a counter seeded from the clock
@@ -78,6 +82,10 @@ impl Node {
 
     pub fn current_leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn is_transferring(&self) -> bool {
+        self.transferring.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether this member is a learner (learners serve only Status and serializable reads).
@@ -151,6 +159,12 @@ impl Node {
                 None => self.await_leader(deadline).await?,
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
+            if leader == self.id && self.is_transferring() {
+                // Leadership is being handed over: wait for the new leader instead of
+                // refreshing followers' leader leases with new entries.
+                self.pause(deadline).await?;
+                continue;
+            }
             if leader == self.id {
                 match tokio::time::timeout(remaining, self.raft.client_write(cmd.clone())).await {
                     Err(_) => return Err(ApiError::Timeout),

