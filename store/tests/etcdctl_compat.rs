@@ -56,16 +56,7 @@ fn normalize(out: &str) -> String {
         if line.starts_with("{\"level\"") {
             continue;
         }
-        let mut l = line.to_string();
-        for field in ["cluster_id", "member_id", "raft_term"] {
-            while let Some(at) = l.find(&format!("\"{field}\":")) {
-                let start = at + field.len() + 3;
-                let end = l[start..]
-                    .find(|c: char| !c.is_ascii_digit())
-                    .map_or(l.len(), |e| start + e);
-                l.replace_range(at..end, &format!("\"{}\":X", field.to_uppercase()));
-            }
-        }
+        let l = support::mask_ids(line);
         s.push_str(&l);
         s.push('\n');
     }

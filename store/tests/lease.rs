@@ -51,16 +51,7 @@ fn normalize(out: &str, leases: &[(String, i64)]) -> String {
         if line.starts_with("{\"level\"") {
             continue;
         }
-        let mut l = line.to_string();
-        for field in ["cluster_id", "member_id", "raft_term"] {
-            while let Some(at) = l.find(&format!("\"{field}\":")) {
-                let start = at + field.len() + 3;
-                let end = l[start..]
-                    .find(|c: char| !c.is_ascii_digit())
-                    .map_or(l.len(), |e| start + e);
-                l.replace_range(at..end, &format!("\"{}\":X", field.to_uppercase()));
-            }
-        }
+        let mut l = support::mask_ids(line);
         l = mask_remaining(&l);
         for (n, (hex, dec)) in leases.iter().enumerate() {
             l = l.replace(hex, &format!("L{}", n + 1));

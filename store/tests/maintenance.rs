@@ -540,7 +540,10 @@ async fn tiny_quota_raises_nospace_and_recovers() {
         .await
         .unwrap_err();
     assert!(is_nospace(&grant), "{grant:?}");
-    assert!(all_kvs(&eps[1], 0).await.len() > 1, "reads work under NOSPACE");
+    assert!(
+        all_kvs(&eps[1], 0).await.len() > 1,
+        "reads work under NOSPACE"
+    );
     let deleted = c
         .delete_range(DeleteRangeRequest {
             key: "big/".into(),

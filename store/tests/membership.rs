@@ -9,10 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, MemberAddOptions};
-use support::{eventually, etcdctl, free_port, have_etcdctl, Cluster, Member};
+use support::{etcdctl, eventually, free_port, have_etcdctl, Cluster, Member};
 
 async fn connect(endpoints: &[String]) -> Option<Client> {
-    let opts = ConnectOptions::new().with_connect_timeout(Duration::from_millis(500)).with_timeout(Duration::from_secs(5));
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(Duration::from_secs(5));
     Client::connect(endpoints, Some(opts)).await.ok()
 }
 
@@ -21,13 +23,24 @@ async fn add_member(cluster: &mut Cluster, name: &str, learner: bool) -> (usize,
     let (cp, pp) = (free_port(), free_port());
     let peer_url = format!("http://127.0.0.1:{pp}");
     let mut c = connect(&cluster.endpoints()).await.expect("connect");
-    let opts = if learner { Some(MemberAddOptions::new().with_is_learner()) } else { None };
-    let resp = c.member_add([peer_url.clone()], opts).await.expect("member add");
+    let opts = if learner {
+        Some(MemberAddOptions::new().with_is_learner())
+    } else {
+        None
+    };
+    let resp = c
+        .member_add([peer_url.clone()], opts)
+        .await
+        .expect("member add");
     let id = resp.member().expect("added member").id();
     // ETCD_INITIAL_CLUSTER as etcdctl prints it: every member with peer URLs, named.
     let mut initial: Vec<String> = Vec::new();
     for m in resp.member_list() {
-        let n = if m.id() == id { name.to_string() } else { m.name().to_string() };
+        let n = if m.id() == id {
+            name.to_string()
+        } else {
+            m.name().to_string()
+        };
         for u in m.peer_urls() {
             initial.push(format!("{n}={u}"));
         }
@@ -41,32 +54,72 @@ async fn add_member(cluster: &mut Cluster, name: &str, learner: bool) -> (usize,
 /// Waits until `member` serves a serializable read of `key` with `value`.
 async fn caught_up(member: &Member, key: &str, value: &str) {
     let ep = member.endpoint();
-    eventually(Duration::from_secs(30), &format!("{} to catch up", member.name), || {
-        let ep = ep.clone();
-        async move {
-            let mut c = connect(&[ep]).await?;
-            let r = c.get(key, Some(GetOptions::new().with_serializable())).await.ok()?;
-            (r.kvs().first()?.value_str().ok()? == value).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(30),
+        &format!("{} to catch up", member.name),
+        || {
+            let ep = ep.clone();
+            async move {
+                let mut c = connect(&[ep]).await?;
+                let r = c
+                    .get(key, Some(GetOptions::new().with_serializable()))
+                    .await
+                    .ok()?;
+                (r.kvs().first()?.value_str().ok()? == value).then_some(())
+            }
+        },
+    )
     .await;
 }
 
 /// Every member holds exactly the same keys and values at the same revision.
 async fn assert_same_data(cluster: &Cluster) {
-    let mut c = connect(&cluster.running_endpoints()).await.expect("connect");
-    let rev = c.get("probe", None).await.expect("get").header().unwrap().revision();
+    let mut c = connect(&cluster.running_endpoints())
+        .await
+        .expect("connect");
+    let rev = c
+        .get("probe", None)
+        .await
+        .expect("get")
+        .header()
+        .unwrap()
+        .revision();
     let mut seen: Option<Vec<(String, String)>> = None;
     for m in cluster.members.iter().filter(|m| m.is_running()) {
         let ep = m.endpoint();
-        let data = eventually(Duration::from_secs(20), "a member to reach the revision", || {
-            let ep = ep.clone();
-            async move {
-                let mut c = connect(&[ep]).await?;
-                let r = c.get("", Some(GetOptions::new().with_from_key().with_revision(rev).with_serializable())).await.ok()?;
-                Some(r.kvs().iter().map(|kv| (kv.key_str().unwrap().to_string(), kv.value_str().unwrap().to_string())).collect::<Vec<_>>())
-            }
-        })
+        let data = eventually(
+            Duration::from_secs(20),
+            "a member to reach the revision",
+            || {
+                let ep = ep.clone();
+                async move {
+                    let mut c = connect(&[ep]).await?;
+                    let r = c
+                        .get(
+                            "",
+                            Some(
+                                GetOptions::new()
+                                    .with_from_key()
+                                    .with_revision(rev)
+                                    .with_serializable(),
+                            ),
+                        )
+                        .await
+                        .ok()?;
+                    Some(
+                        r.kvs()
+                            .iter()
+                            .map(|kv| {
+                                (
+                                    kv.key_str().unwrap().to_string(),
+                                    kv.value_str().unwrap().to_string(),
+                                )
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                }
+            },
+        )
         .await;
         if let Some(s) = &seen {
             assert_eq!(s, &data, "{} differs at revision {rev}", m.name);
@@ -85,9 +138,23 @@ async fn etcdctl_member_commands_on_a_live_cluster() {
     let ep = format!("127.0.0.1:{}", cluster.members[0].client_port);
     let (pc, pp) = (free_port(), free_port());
     let peer = format!("http://127.0.0.1:{pp}");
-    let (ok, out, err) = etcdctl(&ep, &["member", "add", "learner1", "--peer-urls", &peer, "--learner"], None);
+    let (ok, out, err) = etcdctl(
+        &ep,
+        &[
+            "member",
+            "add",
+            "learner1",
+            "--peer-urls",
+            &peer,
+            "--learner",
+        ],
+        None,
+    );
     assert!(ok, "{err}");
-    assert!(out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{out}");
+    assert!(
+        out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{out}"
+    );
     let initial = out
         .lines()
         .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
@@ -98,18 +165,41 @@ async fn etcdctl_member_commands_on_a_live_cluster() {
     learner.start();
     cluster.members.push(learner);
 
-    let id = eventually(Duration::from_secs(20), "the learner to start and publish", || async {
-        let (_, out, _) = etcdctl(&ep, &["member", "list"], None);
-        out.lines().find(|l| l.contains("learner1") && l.ends_with("true")).map(|l| l.split(',').next().unwrap().to_string())
-    })
+    let id = eventually(
+        Duration::from_secs(20),
+        "the learner to start and publish",
+        || async {
+            let (_, out, _) = etcdctl(&ep, &["member", "list"], None);
+            out.lines()
+                .find(|l| l.contains("learner1") && l.ends_with("true"))
+                .map(|l| l.split(',').next().unwrap().to_string())
+        },
+    )
     .await;
     // A second learner is refused (at most one), as in etcd.
-    let (ok, _, err) = etcdctl(&ep, &["member", "add", "l2", "--peer-urls", &format!("http://127.0.0.1:{}", free_port()), "--learner"], None);
-    assert!(!ok && err.contains("too many learner members in cluster"), "{err}");
+    let (ok, _, err) = etcdctl(
+        &ep,
+        &[
+            "member",
+            "add",
+            "l2",
+            "--peer-urls",
+            &format!("http://127.0.0.1:{}", free_port()),
+            "--learner",
+        ],
+        None,
+    );
+    assert!(
+        !ok && err.contains("too many learner members in cluster"),
+        "{err}"
+    );
     // A learner refuses writes and linearizable reads.
     let lep = format!("127.0.0.1:{}", cluster.members[1].client_port);
     let (ok, _, err) = etcdctl(&lep, &["put", "k", "v"], None);
-    assert!(!ok && err.contains("rpc not supported for learner"), "{err}");
+    assert!(
+        !ok && err.contains("rpc not supported for learner"),
+        "{err}"
+    );
     // Promote once in sync, then it is a voter.
     eventually(Duration::from_secs(20), "promotion", || async {
         let (ok, out, _) = etcdctl(&ep, &["member", "promote", &id], None);
@@ -117,9 +207,16 @@ async fn etcdctl_member_commands_on_a_live_cluster() {
     })
     .await;
     let (_, out, _) = etcdctl(&ep, &["member", "list"], None);
-    assert!(out.lines().any(|l| l.contains("learner1") && l.ends_with("false")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("learner1") && l.ends_with("false")),
+        "{out}"
+    );
     let (ok, _, err) = etcdctl(&ep, &["member", "promote", &id], None);
-    assert!(!ok && err.contains("can only promote a learner member"), "{err}");
+    assert!(
+        !ok && err.contains("can only promote a learner member"),
+        "{err}"
+    );
     // Remove it again; unknown ids are refused.
     let (ok, out, err) = etcdctl(&ep, &["member", "remove", &id], None);
     assert!(ok, "{err}");
@@ -191,9 +288,16 @@ async fn grow_1_3_5_and_shrink_to_3_under_a_writer() {
     // 5 -> 3: remove two members, the current leader first (leader-aware removal).
     for _ in 0..2 {
         let leader = cluster.wait_leader(Duration::from_secs(10)).await;
-        let id = support::member_id(&cluster.members[leader].endpoint()).await.unwrap();
-        let others: Vec<String> =
-            cluster.members.iter().enumerate().filter(|(i, m)| *i != leader && m.is_running()).map(|(_, m)| m.endpoint()).collect();
+        let id = support::member_id(&cluster.members[leader].endpoint())
+            .await
+            .unwrap();
+        let others: Vec<String> = cluster
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| *i != leader && m.is_running())
+            .map(|(_, m)| m.endpoint())
+            .collect();
         let c = connect(&others).await.unwrap();
         eventually(Duration::from_secs(20), "member remove", || {
             let mut c = c.clone();
@@ -202,10 +306,14 @@ async fn grow_1_3_5_and_shrink_to_3_under_a_writer() {
         .await;
         // The removed member stops by itself.
         let name = cluster.members[leader].name.clone();
-        eventually(Duration::from_secs(20), "the removed member to exit", || {
-            let log = cluster.members[leader].log_text();
-            async move { log.contains("permanently removed").then_some(()) }
-        })
+        eventually(
+            Duration::from_secs(20),
+            "the removed member to exit",
+            || {
+                let log = cluster.members[leader].log_text();
+                async move { log.contains("permanently removed").then_some(()) }
+            },
+        )
         .await;
         cluster.members[leader].kill9();
         *endpoints.lock().unwrap() = others;
@@ -219,27 +327,54 @@ async fn grow_1_3_5_and_shrink_to_3_under_a_writer() {
     assert_eq!(running.len(), 3);
     let mut c = connect(&[running[0].endpoint()]).await.unwrap();
     assert_eq!(c.member_list().await.unwrap().members().len(), 3);
-    let resp = connect(&[running[0].endpoint()]).await.unwrap().get("g/", Some(GetOptions::new().with_prefix().with_keys_only())).await.unwrap();
-    let present: BTreeSet<u64> = resp.kvs().iter().filter_map(|kv| kv.key_str().ok()?.strip_prefix("g/")?.parse().ok()).collect();
+    let resp = connect(&[running[0].endpoint()])
+        .await
+        .unwrap()
+        .get("g/", Some(GetOptions::new().with_prefix().with_keys_only()))
+        .await
+        .unwrap();
+    let present: BTreeSet<u64> = resp
+        .kvs()
+        .iter()
+        .filter_map(|kv| kv.key_str().ok()?.strip_prefix("g/")?.parse().ok())
+        .collect();
     let missing: Vec<_> = acked.difference(&present).take(5).collect();
-    assert!(missing.is_empty(), "acknowledged writes lost across membership changes: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes lost across membership changes: {missing:?}"
+    );
     assert_same_data(&cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_far_behind_member_catches_up_by_snapshot() {
-    let mut cluster = Cluster::start_with(3, &["--snapshot-count", "100", "--snapshot-catchup-entries", "10"]).await;
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            "--snapshot-count",
+            "100",
+            "--snapshot-catchup-entries",
+            "10",
+        ],
+    )
+    .await;
     let leader = cluster.wait_leader(Duration::from_secs(10)).await;
     let behind = (leader + 1) % 3;
     cluster.members[behind].stop();
-    let mut c = connect(&[cluster.members[leader].endpoint()]).await.unwrap();
+    let mut c = connect(&[cluster.members[leader].endpoint()])
+        .await
+        .unwrap();
     for i in 0..600 {
-        c.put(format!("s/{i:04}"), format!("v{i}"), None).await.unwrap();
+        c.put(format!("s/{i:04}"), format!("v{i}"), None)
+            .await
+            .unwrap();
     }
     cluster.members[behind].start();
     caught_up(&cluster.members[behind], "s/0599", "v599").await;
     assert!(
-        cluster.members[behind].log_text().contains("installed raft snapshot"),
+        cluster.members[behind]
+            .log_text()
+            .contains("installed raft snapshot"),
         "the member should have caught up by snapshot:\n{}",
         cluster.members[behind].log_text()
     );
@@ -251,17 +386,25 @@ async fn move_leader_hands_leadership_to_the_chosen_voter() {
     let cluster = Cluster::start(3).await;
     let leader = cluster.wait_leader(Duration::from_secs(10)).await;
     let target = (leader + 1) % 3;
-    let target_id = support::member_id(&cluster.members[target].endpoint()).await.unwrap();
-    let mut c = connect(&[cluster.members[leader].endpoint()]).await.unwrap();
+    let target_id = support::member_id(&cluster.members[target].endpoint())
+        .await
+        .unwrap();
+    let mut c = connect(&[cluster.members[leader].endpoint()])
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     c.move_leader(target_id).await.expect("move leader");
     eprintln!("leadership moved in {:?}", started.elapsed());
     assert_eq!(cluster.wait_leader(Duration::from_secs(5)).await, target);
     // Only the leader may move leadership; unknown targets are refused.
-    let mut f = connect(&[cluster.members[leader].endpoint()]).await.unwrap();
+    let mut f = connect(&[cluster.members[leader].endpoint()])
+        .await
+        .unwrap();
     let err = f.move_leader(target_id).await.unwrap_err().to_string();
     assert!(err.contains("etcdserver: not leader"), "{err}");
-    let mut t = connect(&[cluster.members[target].endpoint()]).await.unwrap();
+    let mut t = connect(&[cluster.members[target].endpoint()])
+        .await
+        .unwrap();
     let err = t.move_leader(42).await.unwrap_err().to_string();
     assert!(err.contains("etcdserver: bad leader transferee"), "{err}");
     // Writes work through the new leader.

@@ -9,8 +9,8 @@ use crate::cluster::MembershipOp;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::{
     Member as PbMember, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
-    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
-    MemberUpdateResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse,
 };
 use crate::server::node::Node;
 
@@ -49,7 +49,11 @@ pub fn members(node: &Node) -> Vec<PbMember> {
 
 impl ClusterService {
     async fn change(&self, op: MembershipOp) -> Result<(u64, Vec<PbMember>), Status> {
-        let id = self.node.change_membership(op).await.map_err(ApiError::from)?;
+        let id = self
+            .node
+            .change_membership(op)
+            .await
+            .map_err(ApiError::from)?;
         Ok((id, members(&self.node)))
     }
 
@@ -60,33 +64,79 @@ impl ClusterService {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+    async fn member_add(
+        &self,
+        request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
         let req = request.into_inner();
-        let (id, members) =
-            self.change(MembershipOp::Add { peer_urls: req.peer_ur_ls.clone(), learner: req.is_learner }).await?;
-        let member = members.iter().find(|m| m.id == id).cloned().unwrap_or(PbMember {
-            id,
-            peer_ur_ls: req.peer_ur_ls,
-            is_learner: req.is_learner,
-            ..Default::default()
-        });
-        Ok(Response::new(MemberAddResponse { header: self.header(), member: Some(member), members }))
+        let (id, members) = self
+            .change(MembershipOp::Add {
+                peer_urls: req.peer_ur_ls.clone(),
+                learner: req.is_learner,
+            })
+            .await?;
+        let member = members
+            .iter()
+            .find(|m| m.id == id)
+            .cloned()
+            .unwrap_or(PbMember {
+                id,
+                peer_ur_ls: req.peer_ur_ls,
+                is_learner: req.is_learner,
+                ..Default::default()
+            });
+        Ok(Response::new(MemberAddResponse {
+            header: self.header(),
+            member: Some(member),
+            members,
+        }))
     }
 
-    async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
-        let (_, members) = self.change(MembershipOp::Remove { id: request.into_inner().id }).await?;
-        Ok(Response::new(MemberRemoveResponse { header: self.header(), members }))
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let (_, members) = self
+            .change(MembershipOp::Remove {
+                id: request.into_inner().id,
+            })
+            .await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: self.header(),
+            members,
+        }))
     }
 
-    async fn member_update(&self, request: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
         let req = request.into_inner();
-        let (_, members) = self.change(MembershipOp::Update { id: req.id, peer_urls: req.peer_ur_ls }).await?;
-        Ok(Response::new(MemberUpdateResponse { header: self.header(), members }))
+        let (_, members) = self
+            .change(MembershipOp::Update {
+                id: req.id,
+                peer_urls: req.peer_ur_ls,
+            })
+            .await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: self.header(),
+            members,
+        }))
     }
 
-    async fn member_promote(&self, request: Request<MemberPromoteRequest>) -> Result<Response<MemberPromoteResponse>, Status> {
-        let (_, members) = self.change(MembershipOp::Promote { id: request.into_inner().id }).await?;
-        Ok(Response::new(MemberPromoteResponse { header: self.header(), members }))
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let (_, members) = self
+            .change(MembershipOp::Promote {
+                id: request.into_inner().id,
+            })
+            .await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: self.header(),
+            members,
+        }))
     }
 
     async fn member_list(

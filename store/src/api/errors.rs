@@ -87,9 +87,11 @@ impl ApiError {
                 Code::Unavailable
             }
             MemberNotFound => Code::NotFound,
-            PeerUrlExists | MemberNotLearner | LearnerNotReady | TooManyLearners | NotEnoughStartedMembers => {
-                Code::FailedPrecondition
-            }
+            PeerUrlExists
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners
+            | NotEnoughStartedMembers => Code::FailedPrecondition,
             MemberBadUrls => Code::InvalidArgument,
             NotSupportedForLearner | TimeoutLeaderTransfer => Code::Unavailable,
             NotLeader | BadLeaderTransferee => Code::FailedPrecondition,

@@ -205,20 +205,6 @@ async fn keep_alive(ctx: &Context, a: KeepAliveArgs) -> anyhow::Result<i32> {
     Ok(exit::SUCCESS)
 }
 
-fn unsupported(format: OutputFormat) -> CliError {
-    let name = match format {
-        OutputFormat::Simple => "simple",
-        OutputFormat::Json => "json",
-        OutputFormat::Protobuf => "protobuf",
-        OutputFormat::Fields => "fields",
-        OutputFormat::Table => "table",
-    };
-    CliError::new(
-        exit::BAD_FEATURE,
-        format!("{name} not supported as output format"),
-    )
-}
-
 /// The header's fields at the top level of a JSON object (Go's embedded-struct encoding).
 fn flat_header(h: &Option<ResponseHeader>) -> JsonObject {
     let h = h.unwrap_or_default();
@@ -254,7 +240,7 @@ pub fn format_grant(f: OutputFormat, r: &LeaseGrantResponse) -> Result<Vec<u8>, 
             out.into_bytes()
         }
         OutputFormat::Protobuf => header_pb(&r.header),
-        OutputFormat::Table => return Err(unsupported(f)),
+        OutputFormat::Table => return Err(super::output::unsupported(f)),
     })
 }
 
@@ -276,7 +262,7 @@ pub fn format_revoke(
             out.into_bytes()
         }
         OutputFormat::Protobuf => r.encode_to_vec(),
-        OutputFormat::Table => return Err(unsupported(f)),
+        OutputFormat::Table => return Err(super::output::unsupported(f)),
     })
 }
 
@@ -299,7 +285,7 @@ pub fn format_keep_alive(f: OutputFormat, r: &LeaseKeepAliveResponse) -> Result<
             out.into_bytes()
         }
         OutputFormat::Protobuf => header_pb(&r.header),
-        OutputFormat::Table => return Err(unsupported(f)),
+        OutputFormat::Table => return Err(super::output::unsupported(f)),
     })
 }
 
@@ -356,7 +342,7 @@ pub fn format_time_to_live(
             out.into_bytes()
         }
         OutputFormat::Protobuf => header_pb(&r.header),
-        OutputFormat::Table => return Err(unsupported(f)),
+        OutputFormat::Table => return Err(super::output::unsupported(f)),
     })
 }
 
@@ -390,7 +376,7 @@ pub fn format_leases(f: OutputFormat, r: &LeaseLeasesResponse) -> Result<Vec<u8>
             out.into_bytes()
         }
         OutputFormat::Protobuf => header_pb(&r.header),
-        OutputFormat::Table => return Err(unsupported(f)),
+        OutputFormat::Table => return Err(super::output::unsupported(f)),
     })
 }
 

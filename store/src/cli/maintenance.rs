@@ -50,20 +50,6 @@ pub enum SnapshotCommand {
     Status(super::snapshot_offline::StatusArgs),
 }
 
-fn unsupported(f: OutputFormat) -> CliError {
-    let name = match f {
-        OutputFormat::Simple => "simple",
-        OutputFormat::Json => "json",
-        OutputFormat::Protobuf => "protobuf",
-        OutputFormat::Fields => "fields",
-        OutputFormat::Table => "table",
-    };
-    CliError::new(
-        exit::BAD_FEATURE,
-        format!("{name} not supported as output format"),
-    )
-}
-
 /// Go's `%+v` of a gogoproto message is its compact text form (note the trailing space).
 fn alarm_text(a: &AlarmMember) -> String {
     let name = match AlarmType::try_from(a.alarm) {
@@ -118,7 +104,7 @@ pub fn format_alarms(f: OutputFormat, r: &AlarmResponse) -> Result<Vec<u8>, CliE
             out.into_bytes()
         }
         OutputFormat::Protobuf => r.encode_to_vec(),
-        OutputFormat::Table => return Err(unsupported(f)),
+        OutputFormat::Table => return Err(super::output::unsupported(f)),
     })
 }
 
@@ -230,7 +216,7 @@ pub fn format_move_leader(
             out.into_bytes()
         }
         OutputFormat::Protobuf => r.encode_to_vec(),
-        OutputFormat::Table => return Err(unsupported(f)),
+        OutputFormat::Table => return Err(super::output::unsupported(f)),
     })
 }
 

@@ -334,20 +334,6 @@ fn hex_json_list(r: &MemberListResponse) -> String {
     out
 }
 
-fn unsupported(f: OutputFormat) -> CliError {
-    let name = match f {
-        OutputFormat::Simple => "simple",
-        OutputFormat::Json => "json",
-        OutputFormat::Protobuf => "protobuf",
-        OutputFormat::Fields => "fields",
-        OutputFormat::Table => "table",
-    };
-    CliError::new(
-        exit::BAD_FEATURE,
-        format!("{name} not supported as output format"),
-    )
-}
-
 pub fn format_list(
     f: OutputFormat,
     hex: bool,
@@ -444,7 +430,7 @@ pub fn format_add(
             out.into_bytes()
         }
         OutputFormat::Protobuf => r.encode_to_vec(),
-        OutputFormat::Table => return Err(unsupported(f)),
+        OutputFormat::Table => return Err(super::output::unsupported(f)),
     })
 }
 
@@ -476,7 +462,7 @@ fn format_change(
             out.into_bytes()
         }
         OutputFormat::Protobuf => pb.to_vec(),
-        OutputFormat::Table => return Err(unsupported(f)),
+        OutputFormat::Table => return Err(super::output::unsupported(f)),
     })
 }
 

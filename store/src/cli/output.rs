@@ -25,6 +25,21 @@ pub struct Printer {
     pub value_only: bool,
 }
 
+/// etcdctl's refusal of an output format a command cannot print.
+pub fn unsupported(format: OutputFormat) -> CliError {
+    let name = match format {
+        OutputFormat::Simple => "simple",
+        OutputFormat::Json => "json",
+        OutputFormat::Protobuf => "protobuf",
+        OutputFormat::Fields => "fields",
+        OutputFormat::Table => "table",
+    };
+    CliError::new(
+        exit::BAD_FEATURE,
+        format!("{name} not supported as output format"),
+    )
+}
+
 impl Printer {
     pub fn new(format: OutputFormat, hex: bool) -> Self {
         Self {
@@ -35,17 +50,7 @@ impl Printer {
     }
 
     fn unsupported(&self) -> CliError {
-        let name = match self.format {
-            OutputFormat::Simple => "simple",
-            OutputFormat::Json => "json",
-            OutputFormat::Protobuf => "protobuf",
-            OutputFormat::Fields => "fields",
-            OutputFormat::Table => "table",
-        };
-        CliError::new(
-            exit::BAD_FEATURE,
-            format!("{name} not supported as output format"),
-        )
+        unsupported(self.format)
     }
 
     pub fn get(&self, r: &RangeResponse) -> Result<Vec<u8>, CliError> {

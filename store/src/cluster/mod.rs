@@ -14,10 +14,20 @@ use crate::raft::{Member, NodeId};
 /// A membership change a client asked for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MembershipOp {
-    Add { peer_urls: Vec<String>, learner: bool },
-    Remove { id: NodeId },
-    Promote { id: NodeId },
-    Update { id: NodeId, peer_urls: Vec<String> },
+    Add {
+        peer_urls: Vec<String>,
+        learner: bool,
+    },
+    Remove {
+        id: NodeId,
+    },
+    Promote {
+        id: NodeId,
+    },
+    Update {
+        id: NodeId,
+        peer_urls: Vec<String>,
+    },
 }
 
 /// etcd's membership errors (codes and messages in `api::errors`).
@@ -56,7 +66,10 @@ pub struct Configuration {
 
 impl Configuration {
     pub fn learners(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.nodes.keys().copied().filter(|id| !self.voters.contains(id))
+        self.nodes
+            .keys()
+            .copied()
+            .filter(|id| !self.voters.contains(id))
     }
 }
 
@@ -72,10 +85,16 @@ pub enum Plan {
 }
 
 fn valid_url(u: &str) -> bool {
-    url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some() && p.port().is_some())
+    url::Url::parse(u).is_ok_and(|p| {
+        matches!(p.scheme(), "http" | "https") && p.host().is_some() && p.port().is_some()
+    })
 }
 
-fn check_urls(cfg: &Configuration, urls: &[String], except: Option<NodeId>) -> Result<(), MembershipError> {
+fn check_urls(
+    cfg: &Configuration,
+    urls: &[String],
+    except: Option<NodeId>,
+) -> Result<(), MembershipError> {
     if urls.is_empty() || !urls.iter().all(|u| valid_url(u)) {
         return Err(MembershipError::BadUrls);
     }
@@ -96,11 +115,19 @@ pub fn learner_ready(matched: u64, leader_last: u64) -> bool {
 }
 
 /// Decides how to carry out `op` on `cfg`; `new_id` is the id a new member gets.
-pub fn plan(op: &MembershipOp, cfg: &Configuration, new_id: NodeId, max_learners: usize) -> Result<Plan, MembershipError> {
+pub fn plan(
+    op: &MembershipOp,
+    cfg: &Configuration,
+    new_id: NodeId,
+    max_learners: usize,
+) -> Result<Plan, MembershipError> {
     match op {
         MembershipOp::Add { peer_urls, learner } => {
             check_urls(cfg, peer_urls, None)?;
-            let member = Member { name: String::new(), peer_urls: peer_urls.clone() };
+            let member = Member {
+                name: String::new(),
+                peer_urls: peer_urls.clone(),
+            };
             if *learner {
                 if cfg.learners().count() >= max_learners {
                     return Err(MembershipError::TooManyLearners);
@@ -109,7 +136,11 @@ pub fn plan(op: &MembershipOp, cfg: &Configuration, new_id: NodeId, max_learners
             } else {
                 // Strict reconfiguration check: the new voter is not started yet, so the voters
                 // that are must still form a quorum of the grown configuration.
-                let started = cfg.voters.iter().filter(|id| cfg.matched.contains_key(id)).count();
+                let started = cfg
+                    .voters
+                    .iter()
+                    .filter(|id| cfg.matched.contains_key(id))
+                    .count();
                 if started < (cfg.voters.len() + 1) / 2 + 1 {
                     return Err(MembershipError::NotEnoughStarted);
                 }
@@ -140,9 +171,17 @@ pub fn plan(op: &MembershipOp, cfg: &Configuration, new_id: NodeId, max_learners
             Ok(Plan::Promote { id: *id })
         }
         MembershipOp::Update { id, peer_urls } => {
-            let Some(current) = cfg.nodes.get(id) else { return Err(MembershipError::MemberNotFound) };
+            let Some(current) = cfg.nodes.get(id) else {
+                return Err(MembershipError::MemberNotFound);
+            };
             check_urls(cfg, peer_urls, Some(*id))?;
-            Ok(Plan::Update { id: *id, member: Member { name: current.name.clone(), peer_urls: peer_urls.clone() } })
+            Ok(Plan::Update {
+                id: *id,
+                member: Member {
+                    name: current.name.clone(),
+                    peer_urls: peer_urls.clone(),
+                },
+            })
         }
     }
 }
@@ -172,7 +211,13 @@ mod tests {
     fn cfg(voters: &[u64], learners: &[u64]) -> Configuration {
         let mut c = Configuration::default();
         for &v in voters.iter().chain(learners) {
-            c.nodes.insert(v, Member { name: format!("m{v}"), peer_urls: vec![format!("http://10.0.0.{v}:2380")] });
+            c.nodes.insert(
+                v,
+                Member {
+                    name: format!("m{v}"),
+                    peer_urls: vec![format!("http://10.0.0.{v}:2380")],
+                },
+            );
             c.matched.insert(v, 100);
         }
         c.voters = voters.iter().copied().collect();
@@ -183,14 +228,35 @@ mod tests {
     #[test]
     fn add_checks_urls_and_learner_limit() {
         let c = cfg(&[1, 2, 3], &[]);
-        let add = |urls: &[&str], learner| MembershipOp::Add { peer_urls: urls.iter().map(|s| s.to_string()).collect(), learner };
-        assert_eq!(plan(&add(&["http://10.0.0.1:2380"], true), &c, 9, 1), Err(MembershipError::PeerUrlExists));
-        assert_eq!(plan(&add(&["not a url"], true), &c, 9, 1), Err(MembershipError::BadUrls));
-        assert_eq!(plan(&add(&[], true), &c, 9, 1), Err(MembershipError::BadUrls));
-        assert!(matches!(plan(&add(&["http://10.0.0.9:2380"], true), &c, 9, 1), Ok(Plan::AddLearner { id: 9, .. })));
+        let add = |urls: &[&str], learner| MembershipOp::Add {
+            peer_urls: urls.iter().map(|s| s.to_string()).collect(),
+            learner,
+        };
+        assert_eq!(
+            plan(&add(&["http://10.0.0.1:2380"], true), &c, 9, 1),
+            Err(MembershipError::PeerUrlExists)
+        );
+        assert_eq!(
+            plan(&add(&["not a url"], true), &c, 9, 1),
+            Err(MembershipError::BadUrls)
+        );
+        assert_eq!(
+            plan(&add(&[], true), &c, 9, 1),
+            Err(MembershipError::BadUrls)
+        );
+        assert!(matches!(
+            plan(&add(&["http://10.0.0.9:2380"], true), &c, 9, 1),
+            Ok(Plan::AddLearner { id: 9, .. })
+        ));
         let with_learner = cfg(&[1, 2, 3], &[4]);
-        assert_eq!(plan(&add(&["http://10.0.0.9:2380"], true), &with_learner, 9, 1), Err(MembershipError::TooManyLearners));
-        assert!(matches!(plan(&add(&["http://10.0.0.9:2380"], false), &c, 9, 1), Ok(Plan::AddVoter { .. })));
+        assert_eq!(
+            plan(&add(&["http://10.0.0.9:2380"], true), &with_learner, 9, 1),
+            Err(MembershipError::TooManyLearners)
+        );
+        assert!(matches!(
+            plan(&add(&["http://10.0.0.9:2380"], false), &c, 9, 1),
+            Ok(Plan::AddVoter { .. })
+        ));
     }
 
     #[test]
@@ -198,37 +264,76 @@ mod tests {
         let mut c = cfg(&[1, 2, 3], &[]);
         c.matched.remove(&3);
         c.matched.remove(&2);
-        let op = MembershipOp::Add { peer_urls: vec!["http://10.0.0.9:2380".into()], learner: false };
+        let op = MembershipOp::Add {
+            peer_urls: vec!["http://10.0.0.9:2380".into()],
+            learner: false,
+        };
         assert_eq!(plan(&op, &c, 9, 1), Err(MembershipError::NotEnoughStarted));
     }
 
     #[test]
     fn promote_only_a_learner_in_sync() {
         let mut c = cfg(&[1, 2, 3], &[4]);
-        assert_eq!(plan(&MembershipOp::Promote { id: 1 }, &c, 0, 1), Err(MembershipError::NotLearner));
-        assert_eq!(plan(&MembershipOp::Promote { id: 7 }, &c, 0, 1), Err(MembershipError::MemberNotFound));
+        assert_eq!(
+            plan(&MembershipOp::Promote { id: 1 }, &c, 0, 1),
+            Err(MembershipError::NotLearner)
+        );
+        assert_eq!(
+            plan(&MembershipOp::Promote { id: 7 }, &c, 0, 1),
+            Err(MembershipError::MemberNotFound)
+        );
         c.matched.insert(4, 50);
-        assert_eq!(plan(&MembershipOp::Promote { id: 4 }, &c, 0, 1), Err(MembershipError::LearnerNotReady));
+        assert_eq!(
+            plan(&MembershipOp::Promote { id: 4 }, &c, 0, 1),
+            Err(MembershipError::LearnerNotReady)
+        );
         c.matched.insert(4, 95);
-        assert_eq!(plan(&MembershipOp::Promote { id: 4 }, &c, 0, 1), Ok(Plan::Promote { id: 4 }));
+        assert_eq!(
+            plan(&MembershipOp::Promote { id: 4 }, &c, 0, 1),
+            Ok(Plan::Promote { id: 4 })
+        );
     }
 
     #[test]
     fn remove_and_update() {
         let c = cfg(&[1, 2, 3], &[4]);
-        assert_eq!(plan(&MembershipOp::Remove { id: 2 }, &c, 0, 1), Ok(Plan::RemoveVoter { id: 2 }));
-        assert_eq!(plan(&MembershipOp::Remove { id: 4 }, &c, 0, 1), Ok(Plan::RemoveLearner { id: 4 }));
-        assert_eq!(plan(&MembershipOp::Remove { id: 8 }, &c, 0, 1), Err(MembershipError::MemberNotFound));
-        let up = MembershipOp::Update { id: 2, peer_urls: vec!["http://10.0.0.1:2380".into()] };
+        assert_eq!(
+            plan(&MembershipOp::Remove { id: 2 }, &c, 0, 1),
+            Ok(Plan::RemoveVoter { id: 2 })
+        );
+        assert_eq!(
+            plan(&MembershipOp::Remove { id: 4 }, &c, 0, 1),
+            Ok(Plan::RemoveLearner { id: 4 })
+        );
+        assert_eq!(
+            plan(&MembershipOp::Remove { id: 8 }, &c, 0, 1),
+            Err(MembershipError::MemberNotFound)
+        );
+        let up = MembershipOp::Update {
+            id: 2,
+            peer_urls: vec!["http://10.0.0.1:2380".into()],
+        };
         assert_eq!(plan(&up, &c, 0, 1), Err(MembershipError::PeerUrlExists));
-        let up = MembershipOp::Update { id: 2, peer_urls: vec!["http://10.0.0.2:2381".into()] };
-        assert!(matches!(plan(&up, &c, 0, 1), Ok(Plan::Update { id: 2, .. })));
+        let up = MembershipOp::Update {
+            id: 2,
+            peer_urls: vec!["http://10.0.0.2:2381".into()],
+        };
+        assert!(matches!(
+            plan(&up, &c, 0, 1),
+            Ok(Plan::Update { id: 2, .. })
+        ));
     }
 
     #[test]
     fn joining_member_finds_its_id() {
-        let info = ClusterInfo { cluster_id: 1, members: vec![(5, vec!["http://b:1".into(), "http://a:1".into()])] };
-        assert_eq!(find_member(&info, &["http://a:1".into(), "http://b:1".into()]), Some(5));
+        let info = ClusterInfo {
+            cluster_id: 1,
+            members: vec![(5, vec!["http://b:1".into(), "http://a:1".into()])],
+        };
+        assert_eq!(
+            find_member(&info, &["http://a:1".into(), "http://b:1".into()]),
+            Some(5)
+        );
         assert_eq!(find_member(&info, &["http://c:1".into()]), None);
     }
 }

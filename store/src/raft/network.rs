@@ -138,7 +138,9 @@ impl Peers {
         timeout: Duration,
     ) -> Result<Result<NodeId, crate::cluster::MembershipError>, PeerError> {
         let mut client = self.client(leader)?;
-        let mut req = tonic::Request::new(Payload { data: codec::encode("membership op", op)? });
+        let mut req = tonic::Request::new(Payload {
+            data: codec::encode("membership op", op)?,
+        });
         req.set_timeout(timeout);
         let reply = client.membership(req).await?.into_inner();
         Ok(codec::decode("membership result", &reply.data)?)
@@ -163,7 +165,11 @@ impl Peers {
     }
 
     /// Asks a member for the cluster id and members.
-    pub async fn cluster_info(&self, member: &Member, timeout: Duration) -> Result<crate::cluster::ClusterInfo, PeerError> {
+    pub async fn cluster_info(
+        &self,
+        member: &Member,
+        timeout: Duration,
+    ) -> Result<crate::cluster::ClusterInfo, PeerError> {
         let mut client = self.client(member)?;
         let mut req = tonic::Request::new(Payload { data: Vec::new() });
         req.set_timeout(timeout);

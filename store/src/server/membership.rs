@@ -38,7 +38,10 @@ impl Node {
     }
 
     /// Runs a membership change; only on the leader.
-    pub async fn change_membership_as_leader(&self, op: &MembershipOp) -> Result<NodeId, MembershipError> {
+    pub async fn change_membership_as_leader(
+        &self,
+        op: &MembershipOp,
+    ) -> Result<NodeId, MembershipError> {
         if self.current_leader() != Some(self.id) {
             return Err(MembershipError::NotLeader);
         }
@@ -67,7 +70,10 @@ impl Node {
             }
         }
         tracing::info!(?plan, "membership change");
-        let raft_err = |e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, Member>>| {
+        let raft_err = |e: openraft::error::RaftError<
+            NodeId,
+            openraft::error::ClientWriteError<NodeId, Member>,
+        >| {
             match e.forward_to_leader::<Member>() {
                 Some(_) => MembershipError::NotLeader,
                 None => MembershipError::Raft(e.to_string()),
@@ -79,11 +85,17 @@ impl Node {
         };
         let id = match plan {
             Plan::AddLearner { id, member } => {
-                self.raft.add_learner(id, member, false).await.map_err(raft_err)?;
+                self.raft
+                    .add_learner(id, member, false)
+                    .await
+                    .map_err(raft_err)?;
                 id
             }
             Plan::AddVoter { id, member } => {
-                self.raft.add_learner(id, member, false).await.map_err(raft_err)?;
+                self.raft
+                    .add_learner(id, member, false)
+                    .await
+                    .map_err(raft_err)?;
                 self.raft
                     .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                     .await
@@ -115,7 +127,10 @@ impl Node {
             }
             Plan::Update { id, member } => {
                 self.raft
-                    .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, member)])), true)
+                    .change_membership(
+                        ChangeMembers::SetNodes(BTreeMap::from([(id, member)])),
+                        true,
+                    )
                     .await
                     .map_err(raft_err)?;
                 id
@@ -137,7 +152,10 @@ impl Node {
         loop {
             let leader = match self.current_leader() {
                 Some(l) => l,
-                None => self.await_leader(deadline).await.map_err(|e| MembershipError::Raft(e.to_string()))?,
+                None => self
+                    .await_leader(deadline)
+                    .await
+                    .map_err(|e| MembershipError::Raft(e.to_string()))?,
             };
             let result = if leader == self.id {
                 self.change_membership_as_leader(&op).await
@@ -148,7 +166,9 @@ impl Node {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 match self.peers.membership(&member, &op, remaining).await {
                     Ok(r) => r,
-                    Err(PeerError::Call(s)) if s.code() == tonic::Code::Unavailable => Err(MembershipError::NotLeader),
+                    Err(PeerError::Call(s)) if s.code() == tonic::Code::Unavailable => {
+                        Err(MembershipError::NotLeader)
+                    }
                     Err(e) => Err(MembershipError::Raft(e.to_string())),
                 }
             };
@@ -166,13 +186,19 @@ impl Node {
         let cfg = self.configuration();
         ClusterInfo {
             cluster_id: self.cluster_id,
-            members: cfg.nodes.into_iter().map(|(id, m)| (id, m.peer_urls)).collect(),
+            members: cfg
+                .nodes
+                .into_iter()
+                .map(|(id, m)| (id, m.peer_urls))
+                .collect(),
         }
     }
 }
 
 fn salt() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Asks the listed peers who this member is (for `--initial-cluster-state existing`).
@@ -189,7 +215,10 @@ pub async fn discover(
             if urls.iter().any(|u| my_peer_urls.contains(u)) {
                 continue;
             }
-            let member = Member { name: name.clone(), peer_urls: urls.clone() };
+            let member = Member {
+                name: name.clone(),
+                peer_urls: urls.clone(),
+            };
             match peers.cluster_info(&member, Duration::from_secs(2)).await {
                 Ok(info) => match cluster::find_member(&info, my_peer_urls) {
                     Some(id) => return Ok((id, info.cluster_id)),

@@ -8,10 +8,10 @@ use tonic::{Request, Response, Status};
 use std::sync::Arc;
 
 use super::node::Node;
-use crate::raft::codec;
-use crate::raft::network::{decode_command, ForwardError, ForwardResult};
 use crate::proto::cairnpeerpb::peer_server::Peer;
 use crate::proto::cairnpeerpb::{Payload, ReadIndexRequest, ReadIndexResponse};
+use crate::raft::codec;
+use crate::raft::network::{decode_command, ForwardError, ForwardResult};
 
 pub struct PeerService {
     node: Arc<Node>,

