@@ -2,9 +2,12 @@
 //! Each handler validates (etcd's exact errors), then reads MVCC or proposes through Raft.
 
 pub mod cluster;
+pub mod concurrency;
+pub mod election;
 pub mod errors;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod unimplemented;
 pub mod validate;

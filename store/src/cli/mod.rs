@@ -12,10 +12,12 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::client::{Client, ConnectOptions};
 
+pub mod elect;
 pub mod endpoint;
 pub mod gofmt;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod member;
 pub mod output;
@@ -121,6 +123,10 @@ pub enum ClientCommand {
     /// Manages etcd node snapshots.
     #[command(subcommand)]
     Snapshot(maintenance::SnapshotCommand),
+    /// Acquires a named lock.
+    Lock(lock::LockArgs),
+    /// Observes and participates in leader election.
+    Elect(elect::ElectArgs),
 }
 
 /// A failed command: what etcdctl would print after `Error: `, and its exit code.
@@ -273,6 +279,8 @@ pub async fn run(global: GlobalArgs, command: ClientCommand) -> anyhow::Result<i
         ClientCommand::Defrag(args) => maintenance::defrag(&ctx, args).await,
         ClientCommand::MoveLeader(args) => maintenance::move_leader(&ctx, args).await,
         ClientCommand::Snapshot(cmd) => maintenance::snapshot(&ctx, cmd).await,
+        ClientCommand::Lock(args) => lock::run(&ctx, args).await,
+        ClientCommand::Elect(args) => elect::run(&ctx, args).await,
     };
     match result {
         Ok(code) => Ok(code),

@@ -21,12 +21,16 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::api::cluster::ClusterService;
+use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
+use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::unimplemented::AuthService;
 use crate::api::watch::WatchService;
 use crate::proto::cairnpeerpb::peer_server::PeerServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -176,6 +180,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .add_service(
                 LeaseServer::new(LeaseService::new(node.clone()))
                     .max_decoding_message_size(max_decode),
+            )
+            .add_service(
+                LockServer::new(LockService::new(node.clone()))
+                    .max_decoding_message_size(max_decode),
+            )
+            .add_service(
+                ElectionServer::new(ElectionService::new(node.clone()))
+                    .max_decoding_message_size(max_decode)
+                    .max_encoding_message_size(usize::MAX),
             )
             .add_service(AuthServer::new(AuthService).max_decoding_message_size(max_decode));
         let router = Server::builder()
