@@ -57,7 +57,7 @@ impl Proc {
     }
 
     fn etcdctl(endpoint: &str, args: &[&str]) -> Proc {
-        let mut cmd = Command::new("etcdctl");
+        let mut cmd = Command::new(support::etcdctl_bin());
         cmd.env("ETCDCTL_API", "3")
             .arg("--endpoints")
             .arg(endpoint)

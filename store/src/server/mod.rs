@@ -6,9 +6,9 @@ pub mod http;
 pub mod identity;
 pub mod leases;
 pub mod membership;
+pub mod node;
 pub mod peer;
 pub mod transfer;
-pub mod node;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,15 +29,14 @@ use crate::api::maintenance::MaintenanceService;
 use crate::api::unimplemented::AuthService;
 use crate::api::watch::WatchService;
 use crate::proto::cairnpeerpb::peer_server::PeerServer;
-use crate::proto::v3electionpb::election_server::ElectionServer;
-use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
-use peer::PeerService;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Command, Member, Raft};
 use crate::storage::Backend;
@@ -46,6 +45,7 @@ use config::ClusterState;
 pub use config::ServeArgs;
 use identity::Identity;
 use node::{Limits, Node};
+use peer::PeerService;
 
 /// gRPC allows this much framing on top of `--max-request-bytes`, as etcd does.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -135,8 +135,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut servers = tokio::task::JoinSet::new();
     for listener in peer_listeners {
         let svc = PeerServer::new(PeerService::new(node.clone()))
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
         let stop = stopped(stop_rx.clone());
         servers.spawn(async move {
             Server::builder()
@@ -260,7 +260,12 @@ async fn watch_removal(node: Arc<Node>, stop: tokio::sync::watch::Sender<bool>) 
     let mut metrics = node.raft.metrics();
     let mut was_member = false;
     loop {
-        let is_member = metrics.borrow_and_update().membership_config.membership().get_node(&node.id).is_some();
+        let is_member = metrics
+            .borrow_and_update()
+            .membership_config
+            .membership()
+            .get_node(&node.id)
+            .is_some();
         if was_member && !is_member {
             tracing::error!("this member has been permanently removed from the cluster; stopping");
             // Let the removal finish committing and its reply reach the client first (a removed
@@ -380,7 +385,11 @@ async fn resolve_identity(
             )
             .await
             .map_err(|e| anyhow::anyhow!("joining the existing cluster: {e}"))?;
-            let id = Identity { member_id, cluster_id, name: args.name.clone() };
+            let id = Identity {
+                member_id,
+                cluster_id,
+                name: args.name.clone(),
+            };
             identity::save(backend, &id)?;
             Ok((id, None))
         }
