@@ -12,6 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::client::{Client, ConnectOptions};
 
+pub mod bench;
 pub mod elect;
 pub mod endpoint;
 pub mod gofmt;
@@ -123,6 +124,8 @@ pub enum ClientCommand {
     /// Manages etcd node snapshots.
     #[command(subcommand)]
     Snapshot(maintenance::SnapshotCommand),
+    /// Benchmarks an etcd v3 endpoint (cairn or etcd): put, range, txn-put, list, watch, ...
+    Bench(bench::BenchArgs),
     /// Acquires a named lock.
     Lock(lock::LockArgs),
     /// Observes and participates in leader election.
@@ -279,6 +282,7 @@ pub async fn run(global: GlobalArgs, command: ClientCommand) -> anyhow::Result<i
         ClientCommand::Defrag(args) => maintenance::defrag(&ctx, args).await,
         ClientCommand::MoveLeader(args) => maintenance::move_leader(&ctx, args).await,
         ClientCommand::Snapshot(cmd) => maintenance::snapshot(&ctx, cmd).await,
+        ClientCommand::Bench(args) => bench::run(&ctx, args).await,
         ClientCommand::Lock(args) => lock::run(&ctx, args).await,
         ClientCommand::Elect(args) => elect::run(&ctx, args).await,
     };

