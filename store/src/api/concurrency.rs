@@ -58,18 +58,9 @@ pub fn missing_leader_key() -> Status {
     Status::unknown("\"leader\" field must be provided")
 }
 
-/// The end of the range holding every key that starts with `prefix` (clientv3's `GetPrefixRangeEnd`).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    // All 0xff (or empty): every key from `prefix` on.
-    vec![0]
-}
+/// The end of the range holding every key that starts with `prefix` (clientv3's
+/// `GetPrefixRangeEnd`, shared with the client).
+pub use crate::client::prefix_range_end as prefix_end;
 
 /// The ownership key of `lease` under `name`, spelled as clientv3 spells it (`%s/%x`).
 pub fn owner_key(name: &[u8], lease: i64) -> Vec<u8> {
