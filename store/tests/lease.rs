@@ -53,6 +53,7 @@ fn normalize(out: &str, leases: &[(String, i64)]) -> String {
         }
         let mut l = support::mask_ids(line);
         l = mask_remaining(&l);
+        l = sort_attached_keys(&l);
         for (n, (hex, dec)) in leases.iter().enumerate() {
             l = l.replace(hex, &format!("L{}", n + 1));
             l = l.replace(&dec.to_string(), &format!("L{}", n + 1));
@@ -67,6 +68,24 @@ fn normalize(out: &str, leases: &[(String, i64)]) -> String {
         s.push('\n');
     }
     s
+}
+
+/// etcd lists a lease's keys in map order (it varies from run to run): sort them, in both
+/// `attached keys([a b])` and `"keys":["..",".."]`.
+fn sort_attached_keys(line: &str) -> String {
+    let mut out = line.to_string();
+    for (open, close, sep) in [("attached keys([", "])", " "), ("\"keys\":[", "]", ",")] {
+        if let Some(at) = out.find(open) {
+            let start = at + open.len();
+            if let Some(len) = out[start..].find(close) {
+                let mut items: Vec<&str> = out[start..start + len].split(sep).collect();
+                items.sort_unstable();
+                let sorted = items.join(sep);
+                out.replace_range(start..start + len, &sorted);
+            }
+        }
+    }
+    out
 }
 
 /// The seconds left depend on how long the commands took: a value within 5s below the TTL the

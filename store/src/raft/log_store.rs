@@ -39,11 +39,41 @@ fn io_err(
 #[derive(Clone)]
 pub struct LogStore {
     backend: Arc<dyn Backend>,
+    /// Appends waiting for their fsync (see [`group_commit`]).
+    flusher: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+/// Group commit: one thread fsyncs for every append that arrived since its last fsync and then
+/// reports them durable, in order. `append` itself returns as soon as the entries are written
+/// (not yet durable), so openraft keeps accepting proposals while an fsync runs and the next
+/// fsync covers all of them; nothing is reported durable before the fsync that covers it.
+fn group_commit(
+    backend: Arc<dyn Backend>,
+    pending: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>,
+) {
+    while let Ok(first) = pending.recv() {
+        let mut batch = vec![first];
+        batch.extend(pending.try_iter());
+        let started = std::time::Instant::now();
+        let result = backend.flush();
+        crate::metrics::observe_wal_fsync(started.elapsed());
+        for callback in batch {
+            callback.log_io_completed(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            });
+        }
+    }
 }
 
 impl LogStore {
-    pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Self { backend }
+    pub fn new(backend: Arc<dyn Backend>) -> std::io::Result<Self> {
+        let (flusher, pending) = std::sync::mpsc::channel();
+        let b = backend.clone();
+        std::thread::Builder::new()
+            .name("cairn-wal-fsync".into())
+            .spawn(move || group_commit(b, pending))?;
+        Ok(Self { backend, flusher })
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -196,10 +226,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.backend
             .write(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        let started = std::time::Instant::now();
-        let result = self.flush().await;
-        crate::metrics::observe_wal_fsync(started.elapsed());
-        callback.log_io_completed(result);
+        if let Err(std::sync::mpsc::SendError(callback)) = self.flusher.send(callback) {
+            // The fsync thread is gone (only at shutdown): flush here instead.
+            callback.log_io_completed(self.flush().await);
+        }
         Ok(())
     }
 

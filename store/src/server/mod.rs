@@ -88,7 +88,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .validate()
     .context("raft configuration")?;
 
-    let log_store = LogStore::new(backend.clone());
+    let log_store = LogStore::new(backend.clone()).context("starting the log's fsync thread")?;
     let sm = StateMachine::open(backend.clone(), member_dir.join("snap"))
         .context("opening the state machine")?;
     let raft = Raft::new(
