@@ -237,12 +237,10 @@ impl Maintenance for MaintenanceService {
         let (hash, revision) = blocking(move || {
             sm.consistent(|state, backend| {
                 let mut crc = crc32fast::Hasher::new();
-                for prefix in space::STATE_MACHINE {
-                    for item in crate::storage::scan_prefix(backend, &[prefix]) {
-                        let (k, v) = item.map_err(internal)?;
-                        crc.update(&k);
-                        crc.update(&v);
-                    }
+                for item in crate::storage::scan_spaces(backend, &space::STATE_MACHINE) {
+                    let (k, v) = item.map_err(internal)?;
+                    crc.update(&k);
+                    crc.update(&v);
                 }
                 Ok((crc.finalize(), state.revision))
             })

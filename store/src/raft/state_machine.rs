@@ -293,14 +293,13 @@ impl StateMachine {
         let _apply = self.apply_guard();
         let state = self.lock();
         let mut out = SNAPSHOT_MAGIC.to_vec();
-        for prefix in space::STATE_MACHINE {
-            for item in crate::storage::scan_prefix(self.inner.backend.as_ref(), &[prefix]) {
-                let (k, v) = item.map_err(|e| sm_err(ErrorVerb::Read, e))?;
-                out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-                out.extend_from_slice(&k);
-                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-                out.extend_from_slice(&v);
-            }
+        for item in crate::storage::scan_spaces(self.inner.backend.as_ref(), &space::STATE_MACHINE)
+        {
+            let (k, v) = item.map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            out.extend_from_slice(&k);
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            out.extend_from_slice(&v);
         }
         Ok((out, state.clone()))
     }
@@ -478,10 +477,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut guard = self.lock();
         let backend = self.inner.backend.as_ref();
         let mut clear = Batch::default();
-        for prefix in space::STATE_MACHINE {
-            for item in crate::storage::scan_prefix(backend, &[prefix]) {
-                clear.delete(item.map_err(|e| sm_err(ErrorVerb::Write, e))?.0.into_vec());
-            }
+        for item in crate::storage::scan_spaces(backend, &space::STATE_MACHINE) {
+            clear.delete(item.map_err(|e| sm_err(ErrorVerb::Write, e))?.0.into_vec());
         }
         backend
             .write(clear)

@@ -148,11 +148,9 @@ pub fn write_state_machine<W: Write>(
             header.raft_term = id.leader_id.term;
         }
         let mut w = Writer::new(out, &header)?;
-        for prefix in space::STATE_MACHINE {
-            for item in crate::storage::scan_prefix(backend, &[prefix]) {
-                let (k, v) = item?;
-                w.pair(&k, &v)?;
-            }
+        for item in crate::storage::scan_spaces(backend, &space::STATE_MACHINE) {
+            let (k, v) = item?;
+            w.pair(&k, &v)?;
         }
         let (out, digest, len) = w.finish()?;
         Ok((out, header.clone(), digest, len))

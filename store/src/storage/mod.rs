@@ -115,6 +115,15 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Every pair under each of the one-byte `spaces`, space by space, in key order (for readers of
+/// the whole state machine: snapshots, hashes, snapshot installs).
+pub fn scan_spaces<'a>(
+    backend: &'a dyn Backend,
+    spaces: &'a [u8],
+) -> impl Iterator<Item = Result<Pair>> + 'a {
+    spaces.iter().flat_map(move |s| scan_prefix(backend, &[*s]))
+}
+
 /// Scans every key that starts with `prefix`.
 pub fn scan_prefix(backend: &dyn Backend, prefix: &[u8]) -> Scan {
     let end = prefix_end(prefix);
