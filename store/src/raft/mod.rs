@@ -79,6 +79,9 @@ pub enum Command {
         member_id: NodeId,
         alarm: i32,
     },
+    /// Writes the leader batched into one entry (`server::batch`), applied one after another,
+    /// each with its own revision and result.
+    Batch(Vec<Command>),
 }
 
 /// What applying a [`Command`] returned.
@@ -98,6 +101,8 @@ pub enum CommandResult {
     /// The alarms an Alarm command activated or deactivated, as (member id, alarm type).
     Alarms(Vec<(NodeId, i32)>),
     Failed(MvccError),
+    /// One result per command of a [`Command::Batch`], in order.
+    Batch(Vec<CommandResult>),
 }
 
 /// Name and client URLs a member published.

@@ -174,6 +174,10 @@ impl StateMachine {
     }
 
     fn apply_command(&self, cmd: &Command) -> Result<CommandResult, StorageError<NodeId>> {
+        if let Command::Batch(cmds) = cmd {
+            let results = cmds.iter().map(|c| self.apply_command(c));
+            return Ok(CommandResult::Batch(results.collect::<Result<_, _>>()?));
+        }
         let mvcc = &self.inner.mvcc;
         let leases = &self.inner.leases;
         if let Some(refused) = self.inner.alarms.refusal(cmd) {
@@ -227,6 +231,8 @@ impl StateMachine {
                     .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                 Ok((CommandResult::Alarms(changed), 0, Vec::new()))
             }
+            // Taken apart before this match.
+            Command::Batch(_) => Ok((CommandResult::Batch(Vec::new()), 0, Vec::new())),
             Command::PublishMember {
                 id,
                 name,

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
-
+use super::batch::WriteError;
 use super::node::Node;
 use crate::raft::{Command, CommandResult};
 
@@ -53,13 +52,13 @@ pub async fn expire(node: Arc<Node>) {
             .take(budget)
         {
             // Only as the leader, never forwarded: another leader keeps its own clocks.
-            match node.raft.client_write(Command::LeaseRevoke { id }).await {
-                Ok(resp) => {
-                    if let CommandResult::Revision(rev) = resp.data {
+            match node.batcher.write(Command::LeaseRevoke { id }).await {
+                Ok(result) => {
+                    if let CommandResult::Revision(rev) = result {
                         tracing::info!(lease = %format!("{id:x}"), revision = rev, "lease expired");
                     }
                 }
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => break,
+                Err(WriteError::NotLeader) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "revoking an expired lease");
                     break;

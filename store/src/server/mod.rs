@@ -1,5 +1,6 @@
 //! `cairn serve`: flags -> storage -> Raft -> gRPC listeners, and a clean shutdown.
 
+pub mod batch;
 pub mod compactor;
 pub mod config;
 pub mod http;
@@ -114,6 +115,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cluster_id: identity.cluster_id,
         name: args.name.clone(),
         raft: raft.clone(),
+        batcher: batch::Batcher::start(raft.clone()),
         sm,
         peers: network.peers.clone(),
         limits: Limits {
@@ -123,6 +125,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         request_timeout: Duration::from_secs(5) + Duration::from_millis(2 * args.election_timeout),
         backend: backend.clone(),
+        db_size: Default::default(),
         min_lease_ttl: crate::lease::min_ttl(args.election_timeout),
         lease_ids: node::LeaseIdGen::new(identity.member_id),
         cluster_token: args.initial_cluster_token.clone(),

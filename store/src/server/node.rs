@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 
+use super::batch::WriteError;
 use crate::api::errors::ApiError;
 use crate::mvcc::Mvcc;
 use crate::proto::etcdserverpb::ResponseHeader;
@@ -27,12 +28,16 @@ pub struct Node {
     pub cluster_id: u64,
     pub name: String,
     pub raft: Raft,
+    /// Where this member's writes go while it leads (many share one entry).
+    pub batcher: super::batch::Batcher,
     pub sm: StateMachine,
     pub peers: Peers,
     pub limits: Limits,
     /// How long a request may wait for a leader and for its commit (etcd: 5s + 2 x election).
     pub request_timeout: Duration,
     pub backend: Arc<dyn crate::storage::Backend>,
+    /// The database size for the quota check (measured at most every 100 ms).
+    pub db_size: crate::alarm::DbSize,
     /// The smallest lease TTL granted (1.5 election timeouts).
     pub min_lease_ttl: i64,
     pub lease_ids: LeaseIdGen,
@@ -166,17 +171,15 @@ impl Node {
                 continue;
             }
             if leader == self.id {
-                match tokio::time::timeout(remaining, self.raft.client_write(cmd.clone())).await {
+                match tokio::time::timeout(remaining, self.batcher.write(cmd.clone())).await {
                     Err(_) => return Err(ApiError::Timeout),
-                    Ok(Ok(resp)) => return Ok(resp.data),
+                    Ok(Ok(result)) => return Ok(result),
                     // Never appended, or truncated before commit: safe to retry.
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                        self.pause(deadline).await?
-                    }
-                    Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                    Ok(Err(WriteError::NotLeader)) => self.pause(deadline).await?,
+                    Ok(Err(e @ (WriteError::Membership(_) | WriteError::Internal(_)))) => {
                         return Err(ApiError::Internal(e.to_string()))
                     }
-                    Ok(Err(RaftError::Fatal(_))) => return Err(ApiError::Stopped),
+                    Ok(Err(WriteError::Stopped)) => return Err(ApiError::Stopped),
                 }
                 continue;
             }

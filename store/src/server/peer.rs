@@ -1,12 +1,12 @@
 //! The server side of the peer protocol (cairn's own, on the peer URL): hands Raft messages to openraft, commits proposals
 //! forwarded by followers, and answers read-index requests.
 
-use openraft::error::{ClientWriteError, RaftError};
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use std::sync::Arc;
 
+use super::batch::WriteError;
 use super::node::Node;
 use crate::proto::cairnpeerpb::peer_server::Peer;
 use crate::proto::cairnpeerpb::{Payload, ReadIndexRequest, ReadIndexResponse};
@@ -63,17 +63,15 @@ impl Peer for PeerService {
         let result: ForwardResult = if !self.is_leader() || self.node.is_transferring() {
             Err(ForwardError::NotLeader)
         } else {
-            match self.node.raft.client_write(cmd).await {
-                Ok(resp) => Ok(resp.data),
+            match self.node.batcher.write(cmd).await {
+                Ok(result) => Ok(result),
                 // openraft answers ForwardToLeader only for entries it never appended or truncated
                 // (which can never commit), so the follower may safely retry.
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                    Err(ForwardError::NotLeader)
-                }
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(_))) => {
+                Err(WriteError::NotLeader) => Err(ForwardError::NotLeader),
+                Err(WriteError::Membership(_) | WriteError::Internal(_)) => {
                     Err(ForwardError::LeaderChanged)
                 }
-                Err(RaftError::Fatal(_)) => Err(ForwardError::Stopped),
+                Err(WriteError::Stopped) => Err(ForwardError::Stopped),
             }
         };
         reply(&result)
