@@ -130,12 +130,11 @@ impl Client {
             let url = normalize_endpoint_tls(ep, opts.tls.is_some());
             let https = crate::server::config::is_https(&url);
             let dial_url = crate::tls::connect::plain_scheme(&url);
-            let mut endpoint = Endpoint::from_shared(dial_url).map_err(|source| {
-                ClientError::InvalidEndpoint {
+            let mut endpoint =
+                Endpoint::from_shared(dial_url).map_err(|source| ClientError::InvalidEndpoint {
                     endpoint: ep.clone(),
                     source,
-                }
-            })?;
+                })?;
             endpoint = endpoint
                 .connect_timeout(opts.dial_timeout)
                 .tcp_nodelay(true)

@@ -143,7 +143,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .max_encoding_message_size(usize::MAX);
         let stop = stopped(stop_rx.clone());
         let router = Server::builder().tcp_nodelay(true).add_service(svc);
-        spawn_server(&mut servers, router, listener, tls_for(https, &peer_tls)?, stop);
+        spawn_server(
+            &mut servers,
+            router,
+            listener,
+            tls_for(https, &peer_tls)?,
+            stop,
+        );
     }
     let max_decode = args.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let watch_config = WatchConfig {

@@ -17,7 +17,9 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
-use tokio_rustls::rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use tokio_rustls::rustls::crypto::{
+    verify_tls12_signature, verify_tls13_signature, CryptoProvider,
+};
 use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tonic::codegen::http::Uri;
 
@@ -55,9 +57,9 @@ impl TlsConnector {
     fn config(&self) -> std::io::Result<Arc<ClientConfig>> {
         match &self.source {
             Source::Fixed(c) => Ok(c.clone()),
-            Source::Reloading(r) => r.client_config().ok_or_else(|| {
-                std::io::Error::other("this side has no TLS client configuration")
-            }),
+            Source::Reloading(r) => r
+                .client_config()
+                .ok_or_else(|| std::io::Error::other("this side has no TLS client configuration")),
         }
     }
 }

@@ -169,7 +169,9 @@ fn identity(
     m: &Material,
 ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, TlsError> {
     match (&files.cert, &m.cert, &files.key, &m.key) {
-        (Some(cp), Some(c), Some(kp), Some(k)) => Ok(Some((parse_certs(cp, c)?, parse_key(kp, k)?))),
+        (Some(cp), Some(c), Some(kp), Some(k)) => {
+            Ok(Some((parse_certs(cp, c)?, parse_key(kp, k)?)))
+        }
         _ => Ok(None),
     }
 }

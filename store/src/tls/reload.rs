@@ -96,7 +96,10 @@ impl TlsReloader {
             Ok(built) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = built;
                 *self.last_failed.write().unwrap_or_else(|p| p.into_inner()) = None;
-                tracing::info!(side = self.side, "reloaded TLS certificates; new connections use them");
+                tracing::info!(
+                    side = self.side,
+                    "reloaded TLS certificates; new connections use them"
+                );
                 Reload::Reloaded
             }
             Err(e) => self.kept(Some(fingerprint), e),
@@ -122,7 +125,10 @@ impl TlsReloader {
                 tick.tick().await;
                 // File reads block; they are small, but keep them off the async workers.
                 let me2 = me.clone();
-                if tokio::task::spawn_blocking(move || me2.check()).await.is_err() {
+                if tokio::task::spawn_blocking(move || me2.check())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
