@@ -507,7 +507,7 @@ async fn untrusted_clients_and_peers_are_rejected_and_the_cluster_keeps_serving(
         matches!(m2, Some((_, 0)) | None),
         "the member with an untrusted peer certificate found a leader: {m2:?}"
     );
-    let client = Client::connect(&[ep0.clone()], &tls_options(tls.clone()))
+    let client = Client::connect(std::slice::from_ref(&ep0), &tls_options(tls.clone()))
         .await
         .expect("connect");
     let got = client
@@ -554,7 +554,7 @@ async fn write_continuously(
         // Never read a certificate and a key from two different rotations.
         let client = {
             let _files = files.lock().await;
-            Client::connect(&[ep.clone()], &tls_options(tls.clone())).await
+            Client::connect(std::slice::from_ref(&ep), &tls_options(tls.clone())).await
         };
         let client = match client {
             Ok(c) => c,

@@ -441,6 +441,54 @@ mod tests {
         assert!(parse_retention(CompactionMode::Revision, "x").is_err());
     }
 
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let argv = std::iter::once("serve").chain(flags.iter().copied());
+        <Cmd as clap::Parser>::try_parse_from(argv).unwrap().serve
+    }
+
+    #[test]
+    fn https_listeners_need_certificates_as_etcd_says() {
+        let err = serve_args(&["--listen-client-urls", "https://127.0.0.1:2379"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme"
+        );
+        let err = serve_args(&[
+            "--listen-peer-urls",
+            "https://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "https://127.0.0.1:2380",
+        ])
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented"
+        );
+        let tls = [
+            "--listen-client-urls",
+            "https://127.0.0.1:2379",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+        ];
+        assert_eq!(serve_args(&tls).validate(), Ok(()));
+        let mut auth = tls.to_vec();
+        auth.push("--client-cert-auth");
+        assert!(serve_args(&auth).validate().is_err());
+        auth.extend(["--trusted-ca-file", "ca.pem"]);
+        assert_eq!(serve_args(&auth).validate(), Ok(()));
+        assert!(serve_args(&["--peer-client-cert-auth"]).validate().is_err());
+    }
+
     #[test]
     fn listen_urls() {
         assert_eq!(

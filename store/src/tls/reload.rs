@@ -147,3 +147,126 @@ fn build(files: &TlsFiles, dials: bool, m: &Material) -> Result<Built, TlsError>
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use std::path::Path;
+
+    fn ca() -> (String, Issuer<'static, KeyPair>) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        (pem, Issuer::new(params, key))
+    }
+
+    /// (certificate PEM, key PEM) for 127.0.0.1.
+    fn leaf(issuer: &Issuer<'static, KeyPair>) -> (String, String) {
+        let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn files(dir: &Path) -> TlsFiles {
+        TlsFiles {
+            cert: Some(dir.join("cert.pem")),
+            key: Some(dir.join("key.pem")),
+            trusted_ca: Some(dir.join("ca.pem")),
+            client_cert_auth: true,
+        }
+    }
+
+    fn write(dir: &Path, name: &str, contents: &str) {
+        std::fs::write(dir.join(name), contents).unwrap();
+    }
+
+    /// A reloader over valid files in a fresh directory.
+    fn setup() -> (
+        tempfile::TempDir,
+        Issuer<'static, KeyPair>,
+        Arc<TlsReloader>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca_pem, issuer) = ca();
+        let (cert, key) = leaf(&issuer);
+        write(dir.path(), "ca.pem", &ca_pem);
+        write(dir.path(), "cert.pem", &cert);
+        write(dir.path(), "key.pem", &key);
+        let r = TlsReloader::load("test", files(dir.path()), true).unwrap();
+        (dir, issuer, r)
+    }
+
+    #[test]
+    fn unchanged_files_keep_the_same_configs() {
+        let (_dir, _issuer, r) = setup();
+        let before = r.server_config();
+        assert!(matches!(r.check(), Reload::Unchanged));
+        assert!(Arc::ptr_eq(&before, &r.server_config()));
+    }
+
+    #[test]
+    fn a_new_certificate_and_key_replace_the_configs() {
+        let (dir, issuer, r) = setup();
+        let (server, client) = (r.server_config(), r.client_config().unwrap());
+        let (cert, key) = leaf(&issuer);
+        write(dir.path(), "cert.pem", &cert);
+        write(dir.path(), "key.pem", &key);
+        assert!(matches!(r.check(), Reload::Reloaded));
+        assert!(!Arc::ptr_eq(&server, &r.server_config()));
+        assert!(!Arc::ptr_eq(&client, &r.client_config().unwrap()));
+        assert!(matches!(r.check(), Reload::Unchanged));
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_keeps_the_old_config_until_it_does() {
+        let (dir, issuer, r) = setup();
+        let before = r.server_config();
+        // Half-way through a rotation: the new certificate, the old key.
+        let (cert, key) = leaf(&issuer);
+        write(dir.path(), "cert.pem", &cert);
+        match r.check() {
+            Reload::Kept(TlsError::CertKey { .. }) => {}
+            other => panic!("expected a kept config over a key mismatch, got {other:?}"),
+        }
+        assert!(Arc::ptr_eq(&before, &r.server_config()));
+        write(dir.path(), "key.pem", &key);
+        assert!(matches!(r.check(), Reload::Reloaded));
+    }
+
+    #[test]
+    fn garbage_half_written_or_missing_files_keep_the_old_config() {
+        let (dir, _issuer, r) = setup();
+        let before = r.server_config();
+        write(dir.path(), "ca.pem", "-----BEGIN CERTIFICATE-----\nMIIB");
+        assert!(matches!(r.check(), Reload::Kept(TlsError::BadPem { .. })));
+        write(dir.path(), "ca.pem", "not a pem file");
+        assert!(matches!(r.check(), Reload::Kept(TlsError::BadPem { .. })));
+        std::fs::remove_file(dir.path().join("key.pem")).unwrap();
+        assert!(matches!(r.check(), Reload::Kept(TlsError::Read { .. })));
+        assert!(Arc::ptr_eq(&before, &r.server_config()));
+    }
+
+    #[test]
+    fn start_up_refuses_invalid_files() {
+        let (dir, issuer, _r) = setup();
+        let (_, other_key) = leaf(&issuer);
+        write(dir.path(), "key.pem", &other_key);
+        assert!(matches!(
+            TlsReloader::load("test", files(dir.path()), false),
+            Err(TlsError::CertKey { .. })
+        ));
+        let (cert, key) = leaf(&issuer);
+        write(dir.path(), "cert.pem", &cert);
+        write(dir.path(), "key.pem", &key);
+        let mut no_ca = files(dir.path());
+        no_ca.trusted_ca = None;
+        assert!(matches!(
+            TlsReloader::load("test", no_ca, false),
+            Err(TlsError::Missing { .. })
+        ));
+        assert!(TlsReloader::load("test", files(dir.path()), false).is_ok());
+    }
+}
