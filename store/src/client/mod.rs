@@ -164,7 +164,7 @@ impl Client {
                         endpoint: url,
                     })
                 }
-                Ok(Err(e)) => last = format!("{ep}: {e}"),
+                Ok(Err(e)) => last = format!("{ep}: {}", with_causes(&e)),
                 Err(_) => last = format!("{ep}: dial timeout after {:?}", opts.dial_timeout),
             }
         }
@@ -206,6 +206,23 @@ impl Client {
     pub fn auth(&self) -> AuthClient<Channel> {
         AuthClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
     }
+}
+
+/// An error and its sources: tonic's transport error alone says only "transport error", the
+/// cause (refused, certificate unknown, ...) is what a user needs.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        // Some errors already print their source; don't say it twice.
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// The end of the key range that covers every key starting with `prefix` (etcd's `GetPrefixRangeEnd`).

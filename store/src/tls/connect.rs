@@ -97,18 +97,27 @@ impl tower_service::Service<Uri> for TlsConnector {
             let port = uri.port_u16().unwrap_or(443);
             let name = ServerName::try_from(host.clone())
                 .map_err(|e| std::io::Error::other(format!("server name {host:?}: {e}")))?;
+            // Every failure here happened before any request was sent; the messages say
+            // "connect" like hyper's plaintext connector does, which is what callers test to
+            // know a call certainly did not reach the peer (server::node's retry rule).
+            let tagged = |what: &str, e: std::io::Error| {
+                std::io::Error::new(e.kind(), format!("{what} connect error: {e}"))
+            };
             let dial = async {
-                let tcp = TcpStream::connect((host.as_str(), port)).await?;
-                tcp.set_nodelay(true)?;
+                let tcp = TcpStream::connect((host.as_str(), port))
+                    .await
+                    .map_err(|e| tagged("tcp", e))?;
+                tcp.set_nodelay(true).map_err(|e| tagged("tcp", e))?;
                 tokio_rustls::TlsConnector::from(config)
                     .connect(name, tcp)
                     .await
+                    .map_err(|e| tagged("tls", e))
             };
             match tokio::time::timeout(timeout, dial).await {
                 Ok(r) => r.map(TokioIo::new),
                 Err(_) => Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    format!("TLS dial to {host}:{port} timed out after {timeout:?}"),
+                    format!("connect to {host}:{port} timed out after {timeout:?}"),
                 )),
             }
         })
