@@ -277,6 +277,32 @@ async fn probe(
     }
 }
 
+/// GET `path` over HTTPS/1.1 (ALPN http/1.1) with the client identity; the raw response.
+async fn https_get(port: u16, pki: &Pki, path: &str) -> String {
+    let files = TlsFiles {
+        cert: Some(pki.path("client.pem")),
+        key: Some(pki.path("client-key.pem")),
+        trusted_ca: Some(pki.path("ca.pem")),
+        client_cert_auth: false,
+    };
+    let material = Material::read(&files).expect("read pki");
+    let mut config = cairn_store::tls::client_config(&files, &material, false).expect("config");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = ServerName::try_from("127.0.0.1").expect("server name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.expect("send request");
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn tls_cluster(n: usize, pki: &Pki) -> Cluster {
     let flags = pki.serve_flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -366,6 +392,13 @@ async fn etcdctl_with_certificates_against_a_tls_cluster() {
     )
     .await;
     assert!(served.is_ok(), "{served:?}");
+    // /health over HTTPS/1.1 on the client port, as etcd serves it.
+    let health = https_get(cluster.members[0].client_port, &pki, "/health").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(
+        health.contains(r#"{"health":"true","reason":""}"#),
+        "{health}"
+    );
 }
 
 /// Plaintext clients, clients without or with another CA's certificate, and a member whose peer
