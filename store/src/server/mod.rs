@@ -372,7 +372,14 @@ fn tls_for(
     tls: &Option<Arc<TlsReloader>>,
 ) -> anyhow::Result<Option<Arc<TlsReloader>>> {
     match (https, tls) {
-        (false, _) => Ok(None),
+        (false, Some(t)) => {
+            tracing::warn!(
+                client_cert_auth = t.files().client_cert_auth,
+                "scheme is HTTP while key and certificate files are present; ignoring key and certificate files for this listener"
+            );
+            Ok(None)
+        }
+        (false, None) => Ok(None),
         (true, Some(t)) => Ok(Some(t.clone())),
         // ServeArgs::validate refuses this first; kept as an error rather than a panic.
         (true, None) => bail!("an https listener needs a certificate and key"),
