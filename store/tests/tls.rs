@@ -811,7 +811,7 @@ async fn certificate_rotation_and_ca_rollover_under_load() {
         "failed requests: {errors:?}\n{}",
         cluster.dump_logs()
     );
-    assert!(ok > 100, "the writer made too little progress: {ok}");
+    assert!(ok >= 100, "the writer made too little progress: {ok}");
     let logs = cluster.dump_logs();
     assert!(
         logs.matches("reloaded TLS certificates").count() >= 3 * 4,
