@@ -12,14 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_store::client::{Client, ClientTls, ConnectOptions};
-use cairn_store::proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use cairn_store::proto::etcdserverpb::{
+    MemberAddRequest, MemberPromoteRequest, PutRequest, RangeRequest, StatusRequest,
+};
 use cairn_store::tls::{Material, TlsFiles};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SerialNumber,
 };
 use rustls_pki_types::ServerName;
-use support::{eventually, Cluster};
+use support::{eventually, free_port, Cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---- certificates ----
@@ -555,6 +557,99 @@ async fn untrusted_clients_and_peers_are_rejected_and_the_cluster_keeps_serving(
     assert_eq!(got.kvs[0].value, b"serving-12");
 }
 
+/// Waits until the member at `endpoint` serves `key` from its own state.
+async fn serves_key(endpoint: &str, tls: &ClientTls, key: &str) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{endpoint} to serve {key}"),
+        || async {
+            let client = Client::connect(&[endpoint.to_string()], &tls_options(tls.clone()))
+                .await
+                .ok()?;
+            let r = client
+                .kv()
+                .range(RangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    serializable: true,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (r.count == 1).then_some(())
+        },
+    )
+    .await;
+}
+
+/// `member add --learner` with an https peer URL, then the new member joins over TLS peer
+/// connections (`--initial-cluster-state existing`: it asks the others who it is, then catches
+/// up), is promoted, and takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joins_a_tls_cluster() {
+    let ca = new_ca("cairn-test-ca");
+    let pki = pki_with(&ca);
+    let mut cluster = tls_cluster(1, &pki);
+    cluster.members[0].start();
+    let tls = pki.client_tls();
+    wait_leader(&cluster, &[0], &tls).await;
+    let ep0 = cluster.members[0].endpoint();
+    put(&ep0, &tls, "before-join", "1").await.expect("put");
+
+    let (cp, pp) = (free_port(), free_port());
+    let peer_url = format!("https://127.0.0.1:{pp}");
+    let client = Client::connect(std::slice::from_ref(&ep0), &tls_options(tls.clone()))
+        .await
+        .expect("connect");
+    let added = client
+        .cluster()
+        .member_add(MemberAddRequest {
+            peer_ur_ls: vec![peer_url.clone()],
+            // A one-member cluster takes a second voter only as a learner first (etcd's rule).
+            is_learner: true,
+        })
+        .await
+        .expect("member add")
+        .into_inner();
+    let new_id = added.member.as_ref().expect("added member").id;
+    let initial = added
+        .members
+        .iter()
+        .flat_map(|m| {
+            let name = if m.id == new_id {
+                "m1"
+            } else {
+                m.name.as_str()
+            };
+            m.peer_ur_ls.iter().map(move |u| format!("{name}={u}"))
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut joiner = cluster.joining_member("m1", cp, pp, initial);
+    joiner.client_scheme = "https";
+    joiner.peer_scheme = "https";
+    joiner.extra.extend(pki.serve_flags());
+    joiner.start();
+    cluster.members.push(joiner);
+    serves_key(&cluster.members[1].endpoint(), &tls, "before-join").await;
+    eventually(Duration::from_secs(30), "the learner's promotion", || {
+        let client = client.clone();
+        async move {
+            client
+                .cluster()
+                .member_promote(MemberPromoteRequest { id: new_id })
+                .await
+                .ok()
+        }
+    })
+    .await;
+    wait_leader(&cluster, &[0, 1], &tls).await;
+    put(&cluster.members[1].endpoint(), &tls, "after-join", "2")
+        .await
+        .expect("put through the new member");
+    serves_key(&ep0, &tls, "after-join").await;
+}
+
 /// Counts of a continuous writer that opens a new TLS connection (re-reading the client
 /// certificate files) every few requests.
 #[derive(Default)]
@@ -765,29 +860,7 @@ async fn certificate_rotation_and_ca_rollover_under_load() {
     put(&cluster.members[leader].endpoint(), &tls, &key_after, "x")
         .await
         .expect("put after the rollover");
-    let ep = cluster.members[restarted].endpoint();
-    eventually(
-        Duration::from_secs(15),
-        "the restarted member to catch up",
-        || {
-            let (ep, tls, key) = (ep.clone(), tls.clone(), key_after.clone());
-            async move {
-                let client = Client::connect(&[ep], &tls_options(tls)).await.ok()?;
-                let r = client
-                    .kv()
-                    .range(RangeRequest {
-                        key: key.into_bytes(),
-                        serializable: true,
-                        ..Default::default()
-                    })
-                    .await
-                    .ok()?
-                    .into_inner();
-                (r.count == 1).then_some(())
-            }
-        },
-    )
-    .await;
+    serves_key(&cluster.members[restarted].endpoint(), &tls, &key_after).await;
 
     load.stop.store(true, Ordering::SeqCst);
     writer.await.expect("writer task");
