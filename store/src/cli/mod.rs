@@ -98,7 +98,8 @@ pub struct GlobalArgs {
     /// Disable transport security for client connections (`--insecure-transport=false` dials
     /// TLS with the system's CAs even without --cacert).
     #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set,
-          num_args = 0..=1, default_missing_value = "true", env = "ETCDCTL_INSECURE_TRANSPORT")]
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          env = "ETCDCTL_INSECURE_TRANSPORT")]
     pub insecure_transport: bool,
 }
 
@@ -337,6 +338,36 @@ pub async fn run(global: GlobalArgs, command: ClientCommand) -> anyhow::Result<i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn global(args: &[&str]) -> GlobalArgs {
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            global: GlobalArgs,
+        }
+        let argv = std::iter::once("cairn").chain(args.iter().copied());
+        <Cmd as clap::Parser>::try_parse_from(argv).unwrap().global
+    }
+
+    #[test]
+    fn tls_flags_follow_etcdctl() {
+        assert_eq!(global(&[]).client_tls(), None);
+        assert_eq!(global(&["--insecure-transport"]).client_tls(), None);
+        let tls = global(&["--cacert", "ca.pem", "--cert", "c.pem", "--key", "k.pem"])
+            .client_tls()
+            .unwrap();
+        assert_eq!(tls.ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.cert_file, Some(PathBuf::from("c.pem")));
+        assert!(!tls.insecure_skip_verify);
+        let skip = global(&["--insecure-skip-tls-verify"])
+            .client_tls()
+            .unwrap();
+        assert!(skip.insecure_skip_verify && skip.ca_file.is_none());
+        let system = global(&["--insecure-transport=false"])
+            .client_tls()
+            .unwrap();
+        assert_eq!(system, crate::client::ClientTls::default());
+    }
 
     #[test]
     fn etcd_errors_print_bare_and_others_as_go_status() {
