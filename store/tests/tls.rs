@@ -746,6 +746,29 @@ async fn certificate_rotation_and_ca_rollover_under_load() {
         files.clone(),
     ));
     let started = Instant::now();
+    // One connection made with the first certificates and kept to the end: established
+    // sessions carry on through every step (its config can never reconnect after the old CA
+    // is dropped, so a put at the end proves the session itself survived).
+    let long_lived = Client::connect(
+        std::slice::from_ref(&cluster.members[leader].endpoint()),
+        &tls_options(tls.clone()),
+    )
+    .await
+    .expect("long-lived connection");
+    let long_put = |n: u32| {
+        let c = long_lived.clone();
+        async move {
+            c.kv()
+                .put(PutRequest {
+                    key: b"long-lived".to_vec(),
+                    value: n.to_string().into_bytes(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+        }
+    };
+    long_put(0).await.expect("put on the long-lived connection");
     let progressed = |since: u64| {
         let load = load.clone();
         async move {
@@ -851,6 +874,10 @@ async fn certificate_rotation_and_ca_rollover_under_load() {
     )
     .await;
     progressed(load.ok.load(Ordering::SeqCst)).await;
+
+    long_put(1)
+        .await
+        .expect("the connection made before the rotation still works after the old CA is gone");
 
     // New peer connections work with the new certificates only: a restarted follower rejoins.
     cluster.members[restarted].stop();
