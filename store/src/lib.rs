@@ -16,4 +16,5 @@ pub mod raft;
 pub mod server;
 pub mod snapshot;
 pub mod storage;
+pub mod tls;
 pub mod watch;

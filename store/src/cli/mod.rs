@@ -6,6 +6,7 @@
 //! (alarm/defrag/move-leader/snapshot save), `output` (KV response printers), `gofmt`/`table`
 //! (the Go spellings etcdctl's output is made of).
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -51,8 +52,7 @@ pub enum OutputFormat {
 
 /// Options every client subcommand shares (etcdctl's global flags).
 ///
-/// TLS and auth flags (`--cacert`, `--cert`, `--key`, `--user`, `--password`,
-/// `--insecure-skip-tls-verify`) belong here when the server grows them.
+/// Auth flags (`--user`, `--password`) belong here when the server grows them.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// gRPC endpoints, comma separated.
@@ -83,6 +83,42 @@ pub struct GlobalArgs {
     /// Print byte strings as hex encoded strings.
     #[arg(long, global = true, env = "ETCDCTL_HEX")]
     pub hex: bool,
+    /// Verify certificates of TLS-enabled secure servers using this CA bundle.
+    #[arg(long, global = true, env = "ETCDCTL_CACERT")]
+    pub cacert: Option<PathBuf>,
+    /// Identify secure client using this TLS certificate file.
+    #[arg(long, global = true, env = "ETCDCTL_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Identify secure client using this TLS key file.
+    #[arg(long, global = true, env = "ETCDCTL_KEY")]
+    pub key: Option<PathBuf>,
+    /// Skip server certificate verification (CAUTION: this is insecure).
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY")]
+    pub insecure_skip_tls_verify: bool,
+    /// Disable transport security for client connections (`--insecure-transport=false` dials
+    /// TLS with the system's CAs even without --cacert).
+    #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          env = "ETCDCTL_INSECURE_TRANSPORT")]
+    pub insecure_transport: bool,
+}
+
+impl GlobalArgs {
+    /// TLS as etcdctl decides it: any TLS flag, or `--insecure-transport=false`, turns it on for
+    /// endpoints without a scheme; `https://` endpoints use it regardless.
+    pub fn client_tls(&self) -> Option<crate::client::ClientTls> {
+        let wanted = self.cacert.is_some()
+            || self.cert.is_some()
+            || self.key.is_some()
+            || self.insecure_skip_tls_verify
+            || !self.insecure_transport;
+        wanted.then(|| crate::client::ClientTls {
+            ca_file: self.cacert.clone(),
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            insecure_skip_verify: self.insecure_skip_tls_verify,
+        })
+    }
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -203,10 +239,11 @@ pub struct Context {
 }
 
 impl Context {
-    fn connect_options(&self) -> ConnectOptions {
+    pub fn connect_options(&self) -> ConnectOptions {
         ConnectOptions {
             dial_timeout: self.global.dial_timeout,
             request_timeout: None,
+            tls: self.global.client_tls(),
         }
     }
 
@@ -301,6 +338,36 @@ pub async fn run(global: GlobalArgs, command: ClientCommand) -> anyhow::Result<i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn global(args: &[&str]) -> GlobalArgs {
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            global: GlobalArgs,
+        }
+        let argv = std::iter::once("cairn").chain(args.iter().copied());
+        <Cmd as clap::Parser>::try_parse_from(argv).unwrap().global
+    }
+
+    #[test]
+    fn tls_flags_follow_etcdctl() {
+        assert_eq!(global(&[]).client_tls(), None);
+        assert_eq!(global(&["--insecure-transport"]).client_tls(), None);
+        let tls = global(&["--cacert", "ca.pem", "--cert", "c.pem", "--key", "k.pem"])
+            .client_tls()
+            .unwrap();
+        assert_eq!(tls.ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.cert_file, Some(PathBuf::from("c.pem")));
+        assert!(!tls.insecure_skip_verify);
+        let skip = global(&["--insecure-skip-tls-verify"])
+            .client_tls()
+            .unwrap();
+        assert!(skip.insecure_skip_verify && skip.ca_file.is_none());
+        let system = global(&["--insecure-transport=false"])
+            .client_tls()
+            .unwrap();
+        assert_eq!(system, crate::client::ClientTls::default());
+    }
 
     #[test]
     fn etcd_errors_print_bare_and_others_as_go_status() {

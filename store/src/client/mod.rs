@@ -4,9 +4,14 @@
 //! dials them in order with a deadline, and raises message limits to etcd's. Callers use the
 //! typed gRPC clients directly, so every request field stays reachable.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_rustls::rustls::ClientConfig;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::tls::connect::TlsConnector;
 
 use crate::proto::etcdserverpb::{
     auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
@@ -24,6 +29,8 @@ pub enum ClientError {
     },
     #[error("no endpoint given")]
     NoEndpoints,
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("could not connect to any of {endpoints:?}: {last}")]
     Unreachable {
         endpoints: Vec<String>,
@@ -37,6 +44,9 @@ pub struct ConnectOptions {
     pub dial_timeout: Duration,
     /// Per-request deadline applied to every call on the channel.
     pub request_timeout: Option<Duration>,
+    /// TLS for endpoints without a scheme (etcdctl's `--cacert/--cert/--key/...`). `https://`
+    /// endpoints always use TLS (the system's CAs when this is `None`), `http://` never does.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ConnectOptions {
@@ -44,15 +54,54 @@ impl Default for ConnectOptions {
         Self {
             dial_timeout: Duration::from_secs(2),
             request_timeout: None,
+            tls: None,
         }
+    }
+}
+
+/// A client's TLS settings (etcdctl's global TLS flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// CA bundle the server's certificate must chain to (default: the system's CAs).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, for servers with `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Accept any server certificate (`--insecure-skip-tls-verify`).
+    pub insecure_skip_verify: bool,
+}
+
+impl ClientTls {
+    /// The rustls config these settings describe (reads the files now).
+    pub fn config(&self) -> Result<Arc<ClientConfig>, crate::tls::TlsError> {
+        let files = crate::tls::TlsFiles {
+            cert: self.cert_file.clone(),
+            key: self.key_file.clone(),
+            trusted_ca: self.ca_file.clone(),
+            client_cert_auth: false,
+        };
+        let material = crate::tls::Material::read(&files)?;
+        Ok(Arc::new(crate::tls::client_config(
+            &files,
+            &material,
+            self.insecure_skip_verify,
+        )?))
     }
 }
 
 /// Turns etcdctl-style endpoints (`host:port`, `http://host:port`) into URLs tonic can dial.
 pub fn normalize_endpoint(endpoint: &str) -> String {
+    normalize_endpoint_tls(endpoint, false)
+}
+
+/// Like [`normalize_endpoint`]; endpoints without a scheme get `https` when TLS is configured,
+/// as clientv3 uses its TLS config for them.
+pub fn normalize_endpoint_tls(endpoint: &str, tls: bool) -> String {
     let trimmed = endpoint.trim();
     if trimmed.contains("://") {
         trimmed.to_string()
+    } else if tls {
+        format!("https://{trimmed}")
     } else {
         format!("http://{trimmed}")
     }
@@ -75,14 +124,17 @@ impl Client {
             return Err(ClientError::NoEndpoints);
         }
         let mut last = String::new();
+        // Built on first use: plaintext endpoints never read the files.
+        let mut tls_config: Option<Arc<ClientConfig>> = None;
         for ep in endpoints {
-            let url = normalize_endpoint(ep);
-            let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|source| {
-                ClientError::InvalidEndpoint {
+            let url = normalize_endpoint_tls(ep, opts.tls.is_some());
+            let https = crate::server::config::is_https(&url);
+            let dial_url = crate::tls::connect::plain_scheme(&url);
+            let mut endpoint =
+                Endpoint::from_shared(dial_url).map_err(|source| ClientError::InvalidEndpoint {
                     endpoint: ep.clone(),
                     source,
-                }
-            })?;
+                })?;
             endpoint = endpoint
                 .connect_timeout(opts.dial_timeout)
                 .tcp_nodelay(true)
@@ -91,14 +143,28 @@ impl Client {
             if let Some(t) = opts.request_timeout {
                 endpoint = endpoint.timeout(t);
             }
-            match tokio::time::timeout(opts.dial_timeout, endpoint.connect()).await {
+            let connecting = if https {
+                let config = match &tls_config {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = opts.tls.clone().unwrap_or_default().config()?;
+                        tls_config = Some(c.clone());
+                        c
+                    }
+                };
+                let connector = TlsConnector::fixed(config, opts.dial_timeout);
+                futures::future::Either::Left(endpoint.connect_with_connector(connector))
+            } else {
+                futures::future::Either::Right(endpoint.connect())
+            };
+            match tokio::time::timeout(opts.dial_timeout, connecting).await {
                 Ok(Ok(channel)) => {
                     return Ok(Self {
                         channel,
                         endpoint: url,
                     })
                 }
-                Ok(Err(e)) => last = format!("{ep}: {e}"),
+                Ok(Err(e)) => last = format!("{ep}: {}", with_causes(&e)),
                 Err(_) => last = format!("{ep}: dial timeout after {:?}", opts.dial_timeout),
             }
         }
@@ -142,6 +208,23 @@ impl Client {
     }
 }
 
+/// An error and its sources: tonic's transport error alone says only "transport error", the
+/// cause (refused, certificate unknown, ...) is what a user needs.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        // Some errors already print their source; don't say it twice.
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// The end of the key range that covers every key starting with `prefix` (etcd's `GetPrefixRangeEnd`).
 pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -166,6 +249,8 @@ mod tests {
             "http://127.0.0.1:2379"
         );
         assert_eq!(normalize_endpoint("https://a:1"), "https://a:1");
+        assert_eq!(normalize_endpoint_tls("a:1", true), "https://a:1");
+        assert_eq!(normalize_endpoint_tls("http://a:1", true), "http://a:1");
     }
 
     #[test]

@@ -20,6 +20,8 @@ use super::codec;
 use super::{Command, CommandResult, Member, NodeId, TypeConfig};
 use crate::proto::cairnpeerpb::peer_client::PeerClient;
 use crate::proto::cairnpeerpb::{Payload, ReadIndexRequest};
+use crate::tls::connect::TlsConnector;
+use crate::tls::TlsReloader;
 
 /// Why a forwarded proposal was not committed by the member it was sent to.
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
@@ -56,6 +58,8 @@ pub enum PeerError {
     },
     #[error("peer has no URL")]
     NoUrl,
+    #[error("peer {url}: an https peer URL needs --peer-cert-file and --peer-key-file")]
+    NoTls { url: String },
     /// The request may have reached the peer; its outcome is unknown.
     #[error("peer call failed: {0}")]
     Call(#[from] tonic::Status),
@@ -67,28 +71,53 @@ pub enum PeerError {
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// The peer side's TLS (`--peer-*` files) for `https` peer URLs. Each new connection takes
+    /// the current config, so reconnects after a rotation present the new certificate.
+    tls: Option<Arc<TlsReloader>>,
 }
+
+/// How long dialing a peer (TCP and, for https, the TLS handshake) may take.
+const PEER_DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Raft messages can be large (a batch of entries, a snapshot); allow anything.
 const MAX_PEER_MESSAGE: usize = usize::MAX;
 
 impl Peers {
+    pub fn new(tls: Option<Arc<TlsReloader>>) -> Self {
+        Self {
+            channels: Arc::default(),
+            tls,
+        }
+    }
+
     pub fn client(&self, member: &Member) -> Result<PeerClient<Channel>, PeerError> {
         let url = member.peer_urls.first().ok_or(PeerError::NoUrl)?;
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match map.get(url) {
             Some(c) => c.clone(),
             None => {
-                let c = Endpoint::from_shared(url.clone())
+                let https = crate::server::config::is_https(url);
+                let endpoint = Endpoint::from_shared(crate::tls::connect::plain_scheme(url))
                     .map_err(|source| PeerError::BadUrl {
                         url: url.clone(),
                         source,
                     })?
-                    .connect_timeout(Duration::from_secs(1))
+                    .connect_timeout(PEER_DIAL_TIMEOUT)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(5))
-                    .connect_lazy();
+                    .keep_alive_timeout(Duration::from_secs(5));
+                let c = if https {
+                    let tls = self
+                        .tls
+                        .clone()
+                        .ok_or_else(|| PeerError::NoTls { url: url.clone() })?;
+                    endpoint.connect_with_connector_lazy(TlsConnector::reloading(
+                        tls,
+                        PEER_DIAL_TIMEOUT,
+                    ))
+                } else {
+                    endpoint.connect_lazy()
+                };
                 map.insert(url.clone(), c.clone());
                 c
             }
@@ -190,6 +219,12 @@ impl Peers {
 #[derive(Clone, Default)]
 pub struct Network {
     pub peers: Peers,
+}
+
+impl Network {
+    pub fn new(peers: Peers) -> Self {
+        Self { peers }
+    }
 }
 
 pub struct Connection {

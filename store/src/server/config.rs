@@ -116,6 +116,30 @@ pub struct ServeArgs {
     /// at least 100ms).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, env = "ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL")]
     pub watch_progress_notify_interval: Duration,
+    /// Path to the client server TLS cert file (used by `https` client URLs).
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA cert file (a bundle during a CA rollover).
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require client certificates signed by --trusted-ca-file on `https` client URLs.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH")]
+    pub client_cert_auth: bool,
+    /// Path to the peer server TLS cert file (also presented when dialing peers).
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file (verifies peers both ways).
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require peer client certificates signed by --peer-trusted-ca-file.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH")]
+    pub peer_client_cert_auth: bool,
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info", env = "ETCD_LOG_LEVEL")]
     pub log_level: String,
@@ -151,6 +175,15 @@ pub enum ConfigError {
     BadUrl { url: String, reason: String },
     #[error("--watch-progress-notify-interval must be at least 100ms")]
     ProgressIntervalTooShort,
+    #[error("TLS key/cert (--cert-file, --key-file) must be provided for client url {0} with HTTPS scheme")]
+    ClientTlsMissing(String),
+    #[error("cannot listen on TLS for {0}: KeyFile and CertFile are not presented")]
+    PeerTlsMissing(String),
+    #[error("{flag} needs {ca_flag}")]
+    CertAuthWithoutCa {
+        flag: &'static str,
+        ca_flag: &'static str,
+    },
     #[error("--election-timeout ({election}ms) must be at least 5 x --heartbeat-interval ({heartbeat}ms)")]
     BadTiming { heartbeat: u64, election: u64 },
 }
@@ -207,6 +240,7 @@ impl ServeArgs {
             socket_addr_of(u)?;
         }
         self.auto_compaction()?;
+        self.validate_tls()?;
         let members = self.initial_members()?;
         if self.initial_cluster_state == ClusterState::New {
             let mine: Vec<String> = members
@@ -233,6 +267,63 @@ impl ServeArgs {
         }
         Ok(())
     }
+}
+
+impl ServeArgs {
+    /// The client side's TLS files (`--cert-file`, ...).
+    pub fn client_tls(&self) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles {
+            cert: self.cert_file.clone(),
+            key: self.key_file.clone(),
+            trusted_ca: self.trusted_ca_file.clone(),
+            client_cert_auth: self.client_cert_auth,
+        }
+    }
+
+    /// The peer side's TLS files (`--peer-cert-file`, ...).
+    pub fn peer_tls(&self) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles {
+            cert: self.peer_cert_file.clone(),
+            key: self.peer_key_file.clone(),
+            trusted_ca: self.peer_trusted_ca_file.clone(),
+            client_cert_auth: self.peer_client_cert_auth,
+        }
+    }
+
+    /// etcd's start-up checks: an `https` listener needs a certificate and key (same messages as
+    /// etcd), and certificate authentication needs a CA to check against.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        if !self.client_tls().has_identity() {
+            if let Some(u) = self.listen_client_urls.iter().find(|u| is_https(u)) {
+                return Err(ConfigError::ClientTlsMissing(u.clone()));
+            }
+        }
+        if !self.peer_tls().has_identity() {
+            if let Some(u) = self.listen_peer_urls.iter().find(|u| is_https(u)) {
+                let addr = socket_addr_of(u)?;
+                return Err(ConfigError::PeerTlsMissing(addr.to_string()));
+            }
+        }
+        if self.client_cert_auth && self.trusted_ca_file.is_none() {
+            return Err(ConfigError::CertAuthWithoutCa {
+                flag: "--client-cert-auth",
+                ca_flag: "--trusted-ca-file",
+            });
+        }
+        if self.peer_client_cert_auth && self.peer_trusted_ca_file.is_none() {
+            return Err(ConfigError::CertAuthWithoutCa {
+                flag: "--peer-client-cert-auth",
+                ca_flag: "--peer-trusted-ca-file",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether a URL asks for TLS (`https`, or `unixs` as etcd spells it for unix sockets).
+pub fn is_https(url: &str) -> bool {
+    let lower = url.trim().to_ascii_lowercase();
+    lower.starts_with("https://") || lower.starts_with("unixs://")
 }
 
 /// Parses `name1=url1,name1=url1b,name2=url2` into members (a name may repeat for more URLs).
@@ -348,6 +439,54 @@ mod tests {
             AutoCompaction::Revisions(1000)
         );
         assert!(parse_retention(CompactionMode::Revision, "x").is_err());
+    }
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let argv = std::iter::once("serve").chain(flags.iter().copied());
+        <Cmd as clap::Parser>::try_parse_from(argv).unwrap().serve
+    }
+
+    #[test]
+    fn https_listeners_need_certificates_as_etcd_says() {
+        let err = serve_args(&["--listen-client-urls", "https://127.0.0.1:2379"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme"
+        );
+        let err = serve_args(&[
+            "--listen-peer-urls",
+            "https://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "https://127.0.0.1:2380",
+        ])
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented"
+        );
+        let tls = [
+            "--listen-client-urls",
+            "https://127.0.0.1:2379",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+        ];
+        assert_eq!(serve_args(&tls).validate(), Ok(()));
+        let mut auth = tls.to_vec();
+        auth.push("--client-cert-auth");
+        assert!(serve_args(&auth).validate().is_err());
+        auth.extend(["--trusted-ca-file", "ca.pem"]);
+        assert_eq!(serve_args(&auth).validate(), Ok(()));
+        assert!(serve_args(&["--peer-client-cert-auth"]).validate().is_err());
     }
 
     #[test]

@@ -41,6 +41,7 @@ use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Command, Member, Raft};
 use crate::storage::Backend;
+use crate::tls::TlsReloader;
 use crate::watch::stream::WatchConfig;
 use config::ClusterState;
 pub use config::ServeArgs;
@@ -67,12 +68,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let client_listeners = bind_all(&args.listen_client_urls).await?;
     let peer_listeners = bind_all(&args.listen_peer_urls).await?;
     let metrics_listeners = bind_all(&args.listen_metrics_urls).await?;
+    // Certificates are checked before anything is written, like the ports.
+    let client_tls = load_tls("client", args.client_tls(), false)?;
+    let peer_tls = load_tls("peer", args.peer_tls(), true)?;
 
     let backend: Arc<dyn Backend> = Arc::new(
         crate::storage::open(&member_dir.join("db"))
             .with_context(|| format!("opening {}", member_dir.display()))?,
     );
-    let network = Network::default();
+    let network = Network::new(crate::raft::network::Peers::new(peer_tls.clone()));
     let (identity, bootstrap) = resolve_identity(backend.as_ref(), &args, &network.peers).await?;
     tracing::info!(member_id = %format!("{:x}", identity.member_id), cluster_id = %format!("{:x}", identity.cluster_id), "member identity");
 
@@ -136,18 +140,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    for listener in peer_listeners {
+    for (listener, https) in peer_listeners {
         let svc = PeerServer::new(PeerService::new(node.clone()))
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         let stop = stopped(stop_rx.clone());
-        servers.spawn(async move {
-            Server::builder()
-                .tcp_nodelay(true)
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming(listener), stop)
-                .await
-        });
+        let router = Server::builder().tcp_nodelay(true).add_service(svc);
+        spawn_server(
+            &mut servers,
+            router,
+            listener,
+            tls_for(https, &peer_tls)?,
+            stop,
+        );
     }
     let max_decode = args.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let watch_config = WatchConfig {
@@ -157,7 +162,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         require_leader: Some(Duration::from_millis(3 * args.election_timeout)),
     };
     let http_state = http::HttpState::new(node.clone());
-    for listener in client_listeners {
+    for (listener, https) in client_listeners {
+        let tls = tls_for(https, &client_tls)?;
         let stop = stopped(stop_rx.clone());
         let grpc = tonic::service::Routes::default()
             .add_service(
@@ -201,13 +207,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             // HTTP/1.1 as well as h2c: /health, /metrics and friends share the client port.
             .accept_http1(true)
             .add_routes(http::with_grpc(grpc, http_state.clone()));
-        servers.spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming(listener), stop)
-                .await
-        });
+        spawn_server(&mut servers, router, listener, tls, stop);
     }
-    for listener in metrics_listeners {
+    // The metrics listener stays plaintext (as etcd's may): scrapers need no certificates.
+    for (listener, _) in metrics_listeners {
         let stop = stopped(stop_rx.clone());
         let routes = tonic::service::Routes::from(http::router(http_state.clone()));
         servers.spawn(async move {
@@ -221,6 +224,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(clients = ?args.listen_client_urls, peers = ?args.listen_peer_urls, metrics = ?args.listen_metrics_urls, "serving");
 
+    let tls_watchers: Vec<_> = [&client_tls, &peer_tls]
+        .into_iter()
+        .flatten()
+        .map(|t| t.spawn_watch())
+        .collect();
     let background = [
         tokio::spawn(publish_attributes(
             node.clone(),
@@ -245,7 +253,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let _ = stop_tx.send(true);
-    for task in background {
+    for task in background.into_iter().chain(tls_watchers) {
         task.abort();
     }
     if let Err(e) = raft.shutdown().await {
@@ -334,16 +342,75 @@ async fn shutdown_signal() {
     }
 }
 
-async fn bind_all(urls: &[String]) -> anyhow::Result<Vec<TcpListener>> {
+/// Binds every URL; each listener comes with whether its URL asks for TLS.
+async fn bind_all(urls: &[String]) -> anyhow::Result<Vec<(TcpListener, bool)>> {
     let mut out = Vec::new();
     for u in urls {
         let addr: SocketAddr = config::socket_addr_of(u)?;
         let l = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {u}"))?;
-        out.push(l);
+        out.push((l, config::is_https(u)));
     }
     Ok(out)
+}
+
+/// One side's TLS, when its certificate and key are configured.
+fn load_tls(
+    side: &'static str,
+    files: crate::tls::TlsFiles,
+    dials: bool,
+) -> anyhow::Result<Option<Arc<TlsReloader>>> {
+    if !files.has_identity() {
+        return Ok(None);
+    }
+    let tls = TlsReloader::load(side, files, dials)
+        .with_context(|| format!("loading the {side} TLS certificates"))?;
+    Ok(Some(tls))
+}
+
+/// The TLS a listener serves with: none for `http` URLs (etcd ignores the files there too).
+fn tls_for(
+    https: bool,
+    tls: &Option<Arc<TlsReloader>>,
+) -> anyhow::Result<Option<Arc<TlsReloader>>> {
+    match (https, tls) {
+        (false, Some(t)) => {
+            tracing::warn!(
+                client_cert_auth = t.files().client_cert_auth,
+                "scheme is HTTP while key and certificate files are present; ignoring key and certificate files for this listener"
+            );
+            Ok(None)
+        }
+        (false, None) => Ok(None),
+        (true, Some(t)) => Ok(Some(t.clone())),
+        // ServeArgs::validate refuses this first; kept as an error rather than a panic.
+        (true, None) => bail!("an https listener needs a certificate and key"),
+    }
+}
+
+type Servers = tokio::task::JoinSet<Result<(), tonic::transport::Error>>;
+
+/// Serves `router` on `listener`, through TLS handshakes when `tls` is given.
+fn spawn_server(
+    servers: &mut Servers,
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    tls: Option<Arc<TlsReloader>>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    match tls {
+        Some(tls) => servers.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(crate::tls::accept::incoming(listener, tls), stop)
+                .await
+        }),
+        None => servers.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming(listener), stop)
+                .await
+        }),
+    };
 }
 
 /// Loads this member's identity, or derives it for a first start. Returns the initial

@@ -44,17 +44,21 @@ pub struct Member {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     initial_cluster: String,
-    extra: Vec<String>,
+    /// Flags appended to `serve`'s (may be changed between stops and starts).
+    pub extra: Vec<String>,
+    /// `http` or `https` for the client and peer URLs.
+    pub client_scheme: &'static str,
+    pub peer_scheme: &'static str,
     child: Option<Child>,
 }
 
 impl Member {
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.client_scheme, self.client_port)
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
     }
 
     pub fn args(&self) -> Vec<String> {
@@ -174,15 +178,26 @@ impl Cluster {
     }
 
     pub async fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        let mut cluster = Self::prepare(n, ("http", "http"), extra);
+        for m in &mut cluster.members {
+            m.start();
+        }
+        cluster.wait_leader(Duration::from_secs(20)).await;
+        cluster
+    }
+
+    /// `n` members with the given (client, peer) URL schemes, not started: callers may adjust
+    /// each member's flags, start them and wait for a leader their own way (e.g. over TLS).
+    pub fn prepare(n: usize, schemes: (&'static str, &'static str), extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
+            .map(|(i, (_, p))| format!("m{i}={}://127.0.0.1:{p}", schemes.1))
             .collect::<Vec<_>>()
             .join(",");
-        let mut members: Vec<Member> = ports
+        let members: Vec<Member> = ports
             .iter()
             .enumerate()
             .map(|(i, (c, p))| Member {
@@ -193,15 +208,12 @@ impl Cluster {
                 log: dir.path().join(format!("m{i}.log")),
                 initial_cluster: initial_cluster.clone(),
                 extra: extra.iter().map(|s| s.to_string()).collect(),
+                client_scheme: schemes.0,
+                peer_scheme: schemes.1,
                 child: None,
             })
             .collect();
-        for m in &mut members {
-            m.start();
-        }
-        let cluster = Cluster { members, dir };
-        cluster.wait_leader(Duration::from_secs(20)).await;
-        cluster
+        Cluster { members, dir }
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -262,6 +274,8 @@ impl Cluster {
             log: self.dir.path().join(format!("{name}.log")),
             initial_cluster,
             extra: vec!["--initial-cluster-state".into(), "existing".into()],
+            client_scheme: "http",
+            peer_scheme: "http",
             child: None,
         }
     }
