@@ -57,14 +57,19 @@ pub fn router(state: Arc<HttpState>) -> axum::Router {
         .with_state(state)
 }
 
-/// The client port's service: the gRPC services (counted by [`GrpcMetricsLayer`]) and the HTTP
-/// endpoints on one router. Unknown paths answer gRPC's Unimplemented to gRPC clients and 404 to
-/// everyone else.
-pub fn with_grpc(grpc: tonic::service::Routes, state: Arc<HttpState>) -> tonic::service::Routes {
+/// The client port's service: the gRPC services (counted by [`GrpcMetricsLayer`]), the HTTP
+/// endpoints and the JSON gateway (`gateway`, under `/v3/`) on one router. Unknown paths answer
+/// gRPC's Unimplemented to gRPC clients and 404 to everyone else.
+pub fn with_grpc(
+    grpc: tonic::service::Routes,
+    state: Arc<HttpState>,
+    gateway: axum::Router,
+) -> tonic::service::Routes {
     let app = grpc
         .into_axum_router()
         .layer(GrpcMetricsLayer)
         .merge(router(state))
+        .merge(gateway)
         .fallback(fallback);
     tonic::service::Routes::from(app)
 }

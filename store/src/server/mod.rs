@@ -2,6 +2,7 @@
 
 pub mod compactor;
 pub mod config;
+pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod leases;
@@ -154,6 +155,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         require_leader: Some(Duration::from_millis(3 * args.election_timeout)),
     };
     let http_state = http::HttpState::new(node.clone());
+    // The JSON gateway calls the same service implementations as gRPC; Auth is the one place to
+    // swap in the real auth service.
+    let gateway = gateway::Gateway::new(
+        node.clone(),
+        watch_config.clone(),
+        Arc::new(AuthService),
+        max_decode,
+    );
     for listener in client_listeners {
         let stop = stopped(stop_rx.clone());
         let grpc = tonic::service::Routes::default()
@@ -197,7 +206,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             // HTTP/1.1 as well as h2c: /health, /metrics and friends share the client port.
             .accept_http1(true)
-            .add_routes(http::with_grpc(grpc, http_state.clone()));
+            .add_routes(http::with_grpc(
+                grpc,
+                http_state.clone(),
+                gateway::router(gateway.clone()),
+            ));
         servers.spawn(async move {
             router
                 .serve_with_incoming_shutdown(incoming(listener), stop)
