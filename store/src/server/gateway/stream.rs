@@ -21,8 +21,9 @@ use super::json::{self, JsonMessages};
 pub enum OnBodyEnd {
     /// The service sees its input end (LeaseKeepAlive then finishes, as in etcd).
     Close,
-    /// The service's input stays open until the client goes away: etcd keeps a Watch streaming
-    /// after `curl -d '{"create_request":..}'` has sent its whole body.
+    /// The service's input stays open until the client goes away (the response body is
+    /// dropped): etcd keeps a Watch streaming after `curl -d '{"create_request":..}'` has sent
+    /// its whole body.
     KeepOpen,
 }
 
@@ -75,9 +76,14 @@ where
     });
     let input = futures::stream::iter(first).chain(rest);
     let framed = input.map(|m| Ok::<_, std::io::Error>(grpc_frame(&m)));
+    // Dropped with the response body, i.e. when the client goes away: a kept-open input ends
+    // then, so the service sees its stream close as it does when a gRPC client disconnects.
+    let (client_gone, gone) = tokio::sync::oneshot::channel::<()>();
     let framed: futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>> = match on_end {
         OnBodyEnd::Close => framed.boxed(),
-        OnBodyEnd::KeepOpen => framed.chain(futures::stream::pending()).boxed(),
+        OnBodyEnd::KeepOpen => framed
+            .chain(futures::stream::once(gone).filter_map(|_| futures::future::ready(None)))
+            .boxed(),
     };
     let streaming = Streaming::new_request(
         tonic_prost::ProstDecoder::<Req>::default(),
@@ -88,7 +94,10 @@ where
     let mut request = tonic::Request::new(streaming);
     prepare(&mut request);
     match call(request).await {
-        Ok(resp) => stream_response(resp.into_inner()),
+        Ok(resp) => stream_response(resp.into_inner().map(move |item| {
+            let _held_until_the_body_drops = &client_gone;
+            item
+        })),
         Err(status) => json::error_response(&status),
     }
 }
@@ -128,6 +137,47 @@ where
 mod tests {
     use super::*;
     use crate::proto::etcdserverpb::LeaseKeepAliveRequest;
+
+    /// A kept-open input ends when the response is dropped (the client went away), so a watch
+    /// stream's task ends then instead of lingering until its next event.
+    #[tokio::test]
+    async fn a_kept_open_input_ends_when_the_client_goes_away() {
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<Vec<i64>>();
+        let body = axum::body::Body::from(r#"{"ID":"1"}{"ID":"2"}"#);
+        let resp = bidi(
+            body,
+            1024,
+            OnBodyEnd::KeepOpen,
+            |_| {},
+            |req: tonic::Request<Streaming<LeaseKeepAliveRequest>>| async move {
+                let mut input = req.into_inner();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    while let Ok(Some(m)) = input.message().await {
+                        seen.push(m.id);
+                    }
+                    let _ = ended_tx.send(seen);
+                });
+                let out =
+                    futures::stream::pending::<Result<LeaseKeepAliveRequest, tonic::Status>>();
+                Ok(tonic::Response::new(out))
+            },
+        )
+        .await;
+        let mut ended_rx = ended_rx;
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(200), &mut ended_rx)
+                .await
+                .is_err(),
+            "input ended while the client is still there"
+        );
+        drop(resp);
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(5), ended_rx)
+            .await
+            .expect("input ends once the response is dropped")
+            .expect("the service task reports");
+        assert_eq!(seen, vec![1, 2]);
+    }
 
     #[test]
     fn frames_carry_the_length_prefix() {
