@@ -321,6 +321,27 @@ async fn gateway_matches_etcd() {
     )
     .await;
 
+    // Lock and Election (etcd serves them on the gateway as well): keys under the name bound
+    // to the caller's lease ("my/63" for lease 0x63).
+    pair.same("/v3/lease/grant", r#"{"TTL":"60","ID":"99"}"#)
+        .await;
+    let lock = pair
+        .same("/v3/lock/lock", r#"{"name":"bXk=","lease":"99"}"#)
+        .await;
+    assert_eq!(lock.json()["key"], "bXkvNjM=");
+    pair.same("/v3/lock/unlock", r#"{"key":"bXkvNjM="}"#).await;
+    let campaign = pair
+        .same(
+            "/v3/election/campaign",
+            r#"{"name":"ZWw=","lease":"99","value":"dg=="}"#,
+        )
+        .await;
+    pair.same("/v3/election/leader", r#"{"name":"ZWw="}"#).await;
+    let leader = campaign.json()["leader"].to_string();
+    pair.same("/v3/election/resign", &format!(r#"{{"leader":{leader}}}"#))
+        .await;
+    pair.same("/v3/lease/revoke", r#"{"ID":"99"}"#).await;
+
     // Bad JSON, unknown paths, wrong methods: etcd's statuses and bodies.
     let bad = pair.same("/v3/kv/range", r#"{"key":"#).await;
     assert_eq!((bad.status, bad.json()["code"].clone()), (400, 3.into()));
@@ -349,6 +370,16 @@ async fn gateway_matches_etcd() {
     );
     let missing = pair.same("/v3/kv/range", "").await;
     assert_eq!(missing.json()["error"], "etcdserver: key is not provided");
+
+    // cairn's gateway also answers h2c (etcd 3.4 sends every h2c connection to gRPC).
+    let h2 = tokio::process::Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "-d", r#"{"key":"Zm9v"}"#])
+        .arg(format!("{}/v3/kv/range", pair.cairn))
+        .output()
+        .await
+        .expect("run curl");
+    let h2: Value = serde_json::from_slice(&h2.stdout).expect("JSON over h2c");
+    assert!(h2["header"]["revision"].is_string(), "{h2}");
 
     // Auth: etcd answers "not enabled"; until cairn's auth service is merged it answers
     // Unimplemented, in the same JSON shape.

@@ -155,14 +155,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         require_leader: Some(Duration::from_millis(3 * args.election_timeout)),
     };
     let http_state = http::HttpState::new(node.clone());
-    // The JSON gateway calls the same service implementations as gRPC; Auth is the one place to
-    // swap in the real auth service.
-    let gateway = gateway::Gateway::new(
-        node.clone(),
-        watch_config.clone(),
-        Arc::new(AuthService),
-        max_decode,
-    );
+    // One Auth implementation for gRPC and the JSON gateway: the one place to swap in the real
+    // auth service.
+    let auth = Arc::new(AuthService);
+    // The gateway calls the same service implementations as gRPC.
+    let gateway =
+        gateway::Gateway::new(node.clone(), watch_config.clone(), auth.clone(), max_decode);
     for listener in client_listeners {
         let stop = stopped(stop_rx.clone());
         let grpc = tonic::service::Routes::default()
@@ -199,7 +197,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     .max_decoding_message_size(max_decode)
                     .max_encoding_message_size(usize::MAX),
             )
-            .add_service(AuthServer::new(AuthService).max_decoding_message_size(max_decode));
+            .add_service(AuthServer::from_arc(auth.clone()).max_decoding_message_size(max_decode));
         let router = Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(7200)))
