@@ -56,6 +56,17 @@ async fn curl(base: &str, method: &str, path: &str, body: Option<&str>) -> Answe
     Answer { status, body }
 }
 
+/// The base64 of `n` zero bytes.
+fn base64_of_zeros(n: usize) -> String {
+    let mut s = "AAAA".repeat(n / 3);
+    match n % 3 {
+        1 => s.push_str("AA=="),
+        2 => s.push_str("AAA="),
+        _ => {}
+    }
+    s
+}
+
 /// Masks what differs between two servers by nature.
 fn normalize(v: &mut Value) {
     match v {
@@ -370,6 +381,19 @@ async fn gateway_matches_etcd() {
     );
     let missing = pair.same("/v3/kv/range", "").await;
     assert_eq!(missing.json()["error"], "etcdserver: key is not provided");
+
+    // Size limits apply to the message (as over gRPC), not to its larger JSON: etcd's "request
+    // is too large" past --max-request-bytes, gRPC's ResourceExhausted past its framing limit.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, size) in [("big", 1_600_000), ("huge", 2_500_000)] {
+        let value = base64_of_zeros(size);
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!(r#"{{"key":"Zm9v","value":"{value}"}}"#))
+            .expect("write body");
+        let body = format!("@{}", path.display());
+        let big = pair.same("/v3/kv/put", &body).await;
+        assert!(big.status == 400 || big.status == 429, "{big:?}");
+    }
 
     // cairn's gateway also answers h2c (etcd 3.4 sends every h2c connection to gRPC).
     let h2 = tokio::process::Command::new("curl")

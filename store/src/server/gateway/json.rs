@@ -43,14 +43,33 @@ pub fn decode<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, DecodeErr
     if trimmed.is_empty() || trimmed == b"null" {
         return Ok(T::default());
     }
-    serde_json::from_slice(trimmed).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(trimmed).map_err(|e| {
         // Go's decoder words a truncated body this way; clients may match on it.
         if e.is_eof() {
             DecodeError::UnexpectedEof
         } else {
             e.into()
         }
-    })
+    })?;
+    from_value(value)
+}
+
+/// A parsed JSON value as a message. Fields set to `null` count as absent, as in Go's jsonpb
+/// (pbjson would refuse them).
+fn from_value<T: DeserializeOwned>(mut value: serde_json::Value) -> Result<T, DecodeError> {
+    drop_nulls(&mut value);
+    Ok(serde_json::from_value(value)?)
+}
+
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 /// grpc-gateway v1's `HTTPStatusFromCode` (the one etcd 3.4 and 3.5 ship: FailedPrecondition is
@@ -175,12 +194,13 @@ impl JsonMessages {
                 .unwrap_or(self.buf.len());
             self.buf.drain(..start);
             if !self.buf.is_empty() {
-                let mut values = serde_json::Deserializer::from_slice(&self.buf).into_iter::<T>();
+                let mut values = serde_json::Deserializer::from_slice(&self.buf)
+                    .into_iter::<serde_json::Value>();
                 match values.next() {
-                    Some(Ok(msg)) => {
+                    Some(Ok(value)) => {
                         let used = values.byte_offset();
                         self.buf.drain(..used);
-                        return Some(Ok(msg));
+                        return Some(from_value(value));
                     }
                     // An incomplete value: wait for more of the body.
                     Some(Err(e)) if e.is_eof() && !self.ended => {}
@@ -232,6 +252,9 @@ mod tests {
             decode::<RangeRequest>(b" null ").expect("null"),
             RangeRequest::default()
         );
+        let nulls: RangeRequest =
+            decode(br#"{"key":"Zm9v","range_end":null,"limit":null}"#).expect("nulls are absent");
+        assert_eq!((nulls.key.as_slice(), nulls.limit), (&b"foo"[..], 0));
         assert!(decode::<RangeRequest>(br#"{"key":"#).is_err());
         assert!(decode::<RangeRequest>(br#"{"key":123}"#).is_err());
     }

@@ -273,20 +273,37 @@ fn forward_metadata<T>(headers: &HeaderMap, req: &mut tonic::Request<T>) {
 }
 
 /// A unary request from the whole body, or the error answer if it does not decode.
-async fn read_unary<T: DeserializeOwned + Default>(
+async fn read_unary<T: DeserializeOwned + Default + prost::Message>(
     headers: &HeaderMap,
     body: Body,
     max_bytes: usize,
 ) -> Result<tonic::Request<T>, Response> {
-    let bytes = axum::body::to_bytes(body, max_bytes).await.map_err(|e| {
-        error_response(&tonic::Status::resource_exhausted(format!(
-            "grpc: received message larger than max: {e}"
-        )))
-    })?;
+    // The limit is on the message, as for gRPC; its JSON (base64, field names) is larger.
+    let bytes = axum::body::to_bytes(body, json_limit(max_bytes))
+        .await
+        .map_err(|e| {
+            error_response(&tonic::Status::resource_exhausted(format!(
+                "grpc: received message larger than max: {e}"
+            )))
+        })?;
     let msg = json::decode::<T>(&bytes).map_err(|e| error_response(&e.into_status(false)))?;
+    let size = msg.encoded_len();
+    if size > max_bytes {
+        let e = json::DecodeError::TooLarge {
+            size,
+            max: max_bytes,
+        };
+        return Err(error_response(&e.into_status(false)));
+    }
     let mut req = tonic::Request::new(msg);
     forward_metadata(headers, &mut req);
     Ok(req)
+}
+
+/// How much JSON may carry a message of `max_bytes`: base64 grows bytes by 4/3, and names,
+/// quotes and decimal numbers add more.
+fn json_limit(max_bytes: usize) -> usize {
+    max_bytes.saturating_mul(2)
 }
 
 fn respond<T: Serialize>(result: Result<tonic::Response<T>, tonic::Status>) -> Response {

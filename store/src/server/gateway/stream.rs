@@ -57,7 +57,7 @@ where
     S: Stream<Item = Result<Resp, tonic::Status>> + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
-    let mut messages = JsonMessages::new(body, max_bytes);
+    let mut messages = JsonMessages::new(body, super::json_limit(max_bytes));
     let first = match messages.next::<Req>().await {
         Some(Ok(m)) => Some(m),
         Some(Err(e)) => return json::error_response(&e.into_status(true)),
