@@ -405,6 +405,23 @@ async fn gateway_matches_etcd() {
     let h2: Value = serde_json::from_slice(&h2.stdout).expect("JSON over h2c");
     assert!(h2["header"]["revision"].is_string(), "{h2}");
 
+    // Gateway calls count as gRPC calls in /metrics, as in etcd (whose gateway is a gRPC client
+    // of its own server): by code for unary calls, when their body ends for streams.
+    let metrics = curl(&pair.cairn, "GET", "/metrics", None).await;
+    let Body::Text(metrics) = metrics.body else {
+        panic!("metrics text")
+    };
+    let sample = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in /metrics"))
+    };
+    let range = r#"grpc_server_handled_total{grpc_type="unary",grpc_service="etcdserverpb.KV",grpc_method="Range",grpc_code="OutOfRange"}"#;
+    assert_eq!(sample(range), 2.0, "the compacted and the future read");
+    let keepalive = r#"grpc_server_handled_total{grpc_type="bidi_stream",grpc_service="etcdserverpb.Lease",grpc_method="LeaseKeepAlive",grpc_code="OK"}"#;
+    assert_eq!(sample(keepalive), 2.0);
+
     // Auth: etcd answers "not enabled"; until cairn's auth service is merged it answers
     // Unimplemented, in the same JSON shape.
     let auth = curl(

@@ -38,9 +38,10 @@ use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::v3electionpb::election_server::Election;
 use crate::proto::v3lockpb::lock_server::Lock;
+use crate::server::http;
 use crate::server::node::Node;
 use crate::watch::stream::WatchConfig;
-use json::{error_response, json_response};
+use json::json_response;
 use stream::{bidi, stream_response, OnBodyEnd};
 
 /// Every RPC the gateway serves.
@@ -154,6 +155,59 @@ impl Rpc {
     fn from_path(path: &str) -> Option<Rpc> {
         ROUTES.iter().find(|(p, _)| *p == path).map(|(_, rpc)| *rpc)
     }
+
+    /// The gRPC service this RPC belongs to (the variant's name is the method's).
+    fn service(self) -> &'static str {
+        use Rpc::*;
+        match self {
+            Range | Put | DeleteRange | Txn | Compact => "etcdserverpb.KV",
+            Watch => "etcdserverpb.Watch",
+            LeaseGrant | LeaseRevoke | LeaseKeepAlive | LeaseTimeToLive | LeaseLeases => {
+                "etcdserverpb.Lease"
+            }
+            MemberAdd | MemberRemove | MemberUpdate | MemberList | MemberPromote => {
+                "etcdserverpb.Cluster"
+            }
+            Alarm | Status | Defragment | Hash | Snapshot | MoveLeader | Downgrade => {
+                "etcdserverpb.Maintenance"
+            }
+            Lock | Unlock => "v3lockpb.Lock",
+            Campaign | Proclaim | Leader | Observe | Resign => "v3electionpb.Election",
+            AuthEnable | AuthDisable | AuthStatus | Authenticate | UserAdd | UserGet | UserList
+            | UserDelete | UserChangePassword | UserGrantRole | UserRevokeRole | RoleAdd
+            | RoleGet | RoleList | RoleDelete | RoleGrantPermission | RoleRevokePermission => {
+                "etcdserverpb.Auth"
+            }
+        }
+    }
+
+    /// Its `grpc_server_*` metric labels (etcd counts gateway calls as gRPC calls).
+    fn metric_labels(self) -> Option<crate::metrics::GrpcLabels> {
+        http::rpc_labels(self.service(), &format!("{self:?}"))
+    }
+}
+
+/// The gRPC code a finished answer carries, for the call metrics; streamed answers have none
+/// (they are counted when their body ends).
+#[derive(Debug, Clone, Copy)]
+struct GrpcCode(i32);
+
+/// Counts the call as handled when its answer is known: at once for a unary answer, when the
+/// body ends (OK) or is dropped unfinished (Canceled) for a stream.
+fn count_handled(mut handled: http::Handled, mut resp: Response) -> Response {
+    if let Some(GrpcCode(code)) = resp.extensions().get::<GrpcCode>().copied() {
+        handled.finish(code);
+        return resp;
+    }
+    use futures::StreamExt;
+    let body = std::mem::take(resp.body_mut());
+    let end = futures::stream::once(async move {
+        handled.finish(tonic::Code::Ok as i32);
+        None
+    })
+    .filter_map(futures::future::ready);
+    *resp.body_mut() = Body::from_stream(body.into_data_stream().chain(end));
+    resp
 }
 
 /// The services the gateway calls: the same implementations the gRPC server runs.
@@ -214,9 +268,19 @@ async fn handle(
         Some(_) if method != Method::POST => {
             plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
         }
-        Some(rpc) => gw.call(rpc, &headers, body).await,
+        Some(rpc) => {
+            let handled = http::Handled::start(rpc.metric_labels());
+            count_handled(handled, gw.call(rpc, &headers, body).await)
+        }
     };
     with_cors(resp)
+}
+
+/// A failed call's JSON answer, tagged with its code for the call metrics.
+fn error_response(status: &tonic::Status) -> Response {
+    let mut resp = json::error_response(status);
+    resp.extensions_mut().insert(GrpcCode(status.code() as i32));
+    resp
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
@@ -310,6 +374,8 @@ fn respond<T: Serialize>(result: Result<tonic::Response<T>, tonic::Status>) -> R
     match result {
         Ok(resp) => {
             let mut out = json_response(StatusCode::OK, resp.get_ref());
+            out.extensions_mut()
+                .insert(GrpcCode(tonic::Code::Ok as i32));
             // grpc-gateway passes the gRPC response's content type on as metadata.
             out.headers_mut().insert(
                 "grpc-metadata-content-type",

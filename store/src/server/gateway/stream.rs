@@ -60,7 +60,7 @@ where
     let mut messages = JsonMessages::new(body, super::json_limit(max_bytes));
     let first = match messages.next::<Req>().await {
         Some(Ok(m)) => Some(m),
-        Some(Err(e)) => return json::error_response(&e.into_status(true)),
+        Some(Err(e)) => return super::error_response(&e.into_status(true)),
         None => None,
     };
     let rest = futures::stream::unfold(Some(messages), |state| async move {
@@ -98,7 +98,7 @@ where
             let _held_until_the_body_drops = &client_gone;
             item
         })),
-        Err(status) => json::error_response(&status),
+        Err(status) => super::error_response(&status),
     }
 }
 
