@@ -57,14 +57,19 @@ pub fn router(state: Arc<HttpState>) -> axum::Router {
         .with_state(state)
 }
 
-/// The client port's service: the gRPC services (counted by [`GrpcMetricsLayer`]) and the HTTP
-/// endpoints on one router. Unknown paths answer gRPC's Unimplemented to gRPC clients and 404 to
-/// everyone else.
-pub fn with_grpc(grpc: tonic::service::Routes, state: Arc<HttpState>) -> tonic::service::Routes {
+/// The client port's service: the gRPC services (counted by [`GrpcMetricsLayer`]), the HTTP
+/// endpoints and the JSON gateway (`gateway`, under `/v3/`) on one router. Unknown paths answer
+/// gRPC's Unimplemented to gRPC clients and 404 to everyone else.
+pub fn with_grpc(
+    grpc: tonic::service::Routes,
+    state: Arc<HttpState>,
+    gateway: axum::Router,
+) -> tonic::service::Routes {
     let app = grpc
         .into_axum_router()
         .layer(GrpcMetricsLayer)
         .merge(router(state))
+        .merge(gateway)
         .fallback(fallback);
     tonic::service::Routes::from(app)
 }
@@ -443,6 +448,11 @@ fn grpc_labels<B>(req: &Request<B>) -> Option<GrpcLabels> {
         return None;
     }
     let (service, method) = req.uri().path().strip_prefix('/')?.split_once('/')?;
+    rpc_labels(service, method)
+}
+
+/// The labels of one of etcd's RPCs (`etcdserverpb.KV`, `Range`); `None` for anything else.
+pub(crate) fn rpc_labels(service: &str, method: &str) -> Option<GrpcLabels> {
     RPCS.iter()
         .find(|(s, m, _)| *s == service && *m == method)
         .map(|(s, m, t)| GrpcLabels {
@@ -515,10 +525,19 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
 }
 
 /// A call not yet counted as handled; counted as Canceled if dropped before its status is seen.
-struct Handled(Option<GrpcLabels>);
+pub(crate) struct Handled(Option<GrpcLabels>);
 
 impl Handled {
-    fn finish(&mut self, code: i32) {
+    /// Counts a call as started (the JSON gateway's calls count as gRPC calls, as in etcd,
+    /// whose gateway is a gRPC client of its own server).
+    pub(crate) fn start(labels: Option<GrpcLabels>) -> Self {
+        if let Some(l) = &labels {
+            metrics::grpc_started(l);
+        }
+        Handled(labels)
+    }
+
+    pub(crate) fn finish(&mut self, code: i32) {
         if let Some(l) = self.0.take() {
             metrics::grpc_handled(&l, code);
         }

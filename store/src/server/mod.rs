@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod compactor;
 pub mod config;
+pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod leases;
@@ -162,6 +163,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         require_leader: Some(Duration::from_millis(3 * args.election_timeout)),
     };
     let http_state = http::HttpState::new(node.clone());
+    // One Auth implementation for gRPC and the JSON gateway: the one place to swap in the real
+    // auth service.
+    let auth = Arc::new(AuthService);
+    // The gateway calls the same service implementations as gRPC.
+    let gateway =
+        gateway::Gateway::new(node.clone(), watch_config.clone(), auth.clone(), max_decode);
     for (listener, https) in client_listeners {
         let tls = tls_for(https, &client_tls)?;
         let stop = stopped(stop_rx.clone());
@@ -199,14 +206,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     .max_decoding_message_size(max_decode)
                     .max_encoding_message_size(usize::MAX),
             )
-            .add_service(AuthServer::new(AuthService).max_decoding_message_size(max_decode));
+            .add_service(AuthServer::from_arc(auth.clone()).max_decoding_message_size(max_decode));
         let router = Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(7200)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             // HTTP/1.1 as well as h2c: /health, /metrics and friends share the client port.
             .accept_http1(true)
-            .add_routes(http::with_grpc(grpc, http_state.clone()));
+            .add_routes(http::with_grpc(
+                grpc,
+                http_state.clone(),
+                gateway::router(gateway.clone()),
+            ));
         spawn_server(&mut servers, router, listener, tls, stop);
     }
     // The metrics listener stays plaintext (as etcd's may): scrapers need no certificates.

@@ -185,7 +185,9 @@ impl StreamLoop {
         let (from, current, compacted) = (w.next, mvcc.current_revision(), mvcc.compact_revision());
         if from < compacted {
             self.watchers.remove(&id);
-            let mut resp = self.response(id, current);
+            // etcd's compacted cancel carries no header revision (its watcher sends the
+            // compact revision alone); the JSON gateway shows the difference.
+            let mut resp = self.response(id, 0);
             resp.compact_revision = compacted;
             resp.canceled = true;
             return self.send(resp).await;
