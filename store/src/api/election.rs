@@ -152,6 +152,7 @@ impl ElectionService {
     ) -> Result<Response<CampaignResponse>, Status> {
         let node = &self.node;
         node.refuse_learner()?;
+        super::auth::check_recipe(node, &request, &request.get_ref().name)?;
         let req = request.into_inner();
         let lease = concurrency::session_lease(node, req.lease).await?;
         let prefix = concurrency::name_prefix(&req.name);
@@ -184,6 +185,9 @@ impl ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        if let Some(l) = &request.get_ref().leader {
+            super::auth::check_recipe_key(&self.node, &request, &l.key)?;
+        }
         let req = request.into_inner();
         let leader = req.leader.ok_or_else(concurrency::missing_leader_key)?;
         let rev = proclaim(&self.node, &leader.key, leader.rev, &req.value).await?;
@@ -198,6 +202,7 @@ impl ElectionService {
     ) -> Result<Response<LeaderResponse>, Status> {
         let node = &self.node;
         node.refuse_learner()?;
+        super::auth::check_recipe(node, &request, &request.get_ref().name)?;
         let prefix = concurrency::name_prefix(&request.into_inner().name);
         node.read_index().await?;
         let revision = node.mvcc().current_revision();
@@ -214,6 +219,7 @@ impl ElectionService {
         request: Request<LeaderRequest>,
     ) -> Result<Response<BoxStream<LeaderResponse>>, Status> {
         self.node.refuse_learner()?;
+        super::auth::check_recipe(&self.node, &request, &request.get_ref().name)?;
         let prefix = concurrency::name_prefix(&request.into_inner().name);
         let (tx, rx) = mpsc::channel(OBSERVE_BUFFER);
         let node = self.node.clone();
@@ -238,6 +244,9 @@ impl ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        if let Some(l) = &request.get_ref().leader {
+            super::auth::check_recipe_key(&self.node, &request, &l.key)?;
+        }
         let leader = request
             .into_inner()
             .leader

@@ -74,7 +74,21 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         self.node.refuse_learner()?;
+        let user = super::auth::caller(&self.node, &request)?;
         let id = request.into_inner().id;
+        if user.is_some() || self.node.sm.auth().is_enabled() {
+            // Revoking deletes the lease's keys: the caller must be allowed to write each one.
+            let keys = self.node.sm.leases().keys(id).map_err(ApiError::from)?;
+            for key in keys {
+                super::auth::check(
+                    &self.node,
+                    user.as_deref(),
+                    &key,
+                    &[],
+                    crate::auth::PermKind::Write,
+                )?;
+            }
+        }
         match self.node.propose(Command::LeaseRevoke { id }).await? {
             CommandResult::Revision(rev) => Ok(Response::new(LeaseRevokeResponse {
                 header: Some(self.node.header(rev)),

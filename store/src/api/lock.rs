@@ -51,6 +51,7 @@ impl LockService {
     ) -> Result<Response<LockResponse>, Status> {
         let node = &self.node;
         node.refuse_learner()?;
+        super::auth::check_recipe(node, &request, &request.get_ref().name)?;
         let req = request.into_inner();
         let lease = concurrency::session_lease(node, req.lease).await?;
         let prefix = concurrency::name_prefix(&req.name);
@@ -85,6 +86,7 @@ impl LockService {
     ) -> Result<Response<UnlockResponse>, Status> {
         let node = &self.node;
         node.refuse_learner()?;
+        super::auth::check_recipe_key(node, &request, &request.get_ref().key)?;
         let key = request.into_inner().key;
         if key.is_empty() {
             // What etcd's DeleteRange (which its Unlock calls) answers for an empty key.

@@ -73,6 +73,8 @@ pub enum Command {
         name: String,
         client_urls: Vec<String>,
     },
+    /// Changes users, roles, permissions or the enabled flag, or issues a token (`auth`).
+    Auth(crate::auth::AuthCommand),
     /// Raises or clears an alarm (etcd's AlarmRequest: action, member id, alarm type).
     Alarm {
         action: i32,
@@ -98,6 +100,8 @@ pub enum CommandResult {
     /// The alarms an Alarm command activated or deactivated, as (member id, alarm type).
     Alarms(Vec<(NodeId, i32)>),
     Failed(MvccError),
+    /// An auth command etcd refuses (user exists, role not granted, ...).
+    AuthFailed(crate::api::errors::AuthError),
 }
 
 /// Name and client URLs a member published.

@@ -57,6 +57,7 @@ pub struct Inner {
     /// Snapshot and Hash RPCs), so a reader never sees half an entry.
     apply_lock: Mutex<()>,
     alarms: crate::alarm::AlarmStore,
+    auth: crate::auth::AuthStore,
     snapshot_dir: PathBuf,
     changes: broadcast::Sender<Arc<RevisionChanges>>,
 }
@@ -93,10 +94,13 @@ impl StateMachine {
         let (changes, _) = broadcast::channel(1024);
         let alarms = crate::alarm::AlarmStore::open(backend.clone())
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let auth = crate::auth::AuthStore::open(backend.clone())
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 apply_lock: Mutex::new(()),
                 alarms,
+                auth,
                 leases: Leases::new(backend.clone()),
                 lessor: Arc::new(Lessor::default()),
                 backend,
@@ -127,6 +131,10 @@ impl StateMachine {
 
     pub fn alarms(&self) -> &crate::alarm::AlarmStore {
         &self.inner.alarms
+    }
+
+    pub fn auth(&self) -> &crate::auth::AuthStore {
+        &self.inner.auth
     }
 
     fn apply_guard(&self) -> MutexGuard<'_, ()> {
@@ -226,6 +234,18 @@ impl StateMachine {
                     .apply(*action, *member_id, *alarm)
                     .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                 Ok((CommandResult::Alarms(changed), 0, Vec::new()))
+            }
+            Command::Auth(auth) => {
+                let answer = self
+                    .inner
+                    .auth
+                    .apply(auth)
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                let result = match answer {
+                    Ok(()) => CommandResult::Revision(mvcc.current_revision()),
+                    Err(e) => CommandResult::AuthFailed(e),
+                };
+                Ok((result, 0, Vec::new()))
             }
             Command::PublishMember {
                 id,
@@ -507,6 +527,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.inner.mvcc.reset(state.revision, state.compacted);
         self.inner
             .alarms
+            .reload()
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        self.inner
+            .auth
             .reload()
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         *guard = state;

@@ -20,13 +20,13 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
+use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
 use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
-use crate::api::unimplemented::AuthService;
 use crate::api::watch::WatchService;
 use crate::proto::cairnpeerpb::peer_server::PeerServer;
 use crate::proto::etcdserverpb::{
@@ -91,6 +91,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let log_store = LogStore::new(backend.clone()).context("starting the log's fsync thread")?;
     let sm = StateMachine::open(backend.clone(), member_dir.join("snap"))
         .context("opening the state machine")?;
+    sm.auth()
+        .tokens
+        .set_ttl(Duration::from_secs(args.auth_token_ttl));
     let raft = Raft::new(
         identity.member_id,
         Arc::new(config),
@@ -190,7 +193,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     .max_decoding_message_size(max_decode)
                     .max_encoding_message_size(usize::MAX),
             )
-            .add_service(AuthServer::new(AuthService).max_decoding_message_size(max_decode));
+            .add_service(
+                AuthServer::new(AuthService::new(node.clone()))
+                    .max_decoding_message_size(max_decode),
+            );
         let router = Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(7200)))
