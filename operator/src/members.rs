@@ -81,6 +81,7 @@ impl Default for GrpcStoreView {
             options: ConnectOptions {
                 dial_timeout: Duration::from_secs(2),
                 request_timeout: Some(Duration::from_secs(3)),
+                credentials: None,
             },
         }
     }

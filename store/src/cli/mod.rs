@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::client::{Client, ConnectOptions};
+use crate::client::{Client, ConnectOptions, Credentials};
 
+pub mod auth;
 pub mod bench;
 pub mod elect;
 pub mod endpoint;
@@ -51,8 +52,8 @@ pub enum OutputFormat {
 
 /// Options every client subcommand shares (etcdctl's global flags).
 ///
-/// TLS and auth flags (`--cacert`, `--cert`, `--key`, `--user`, `--password`,
-/// `--insecure-skip-tls-verify`) belong here when the server grows them.
+/// TLS flags (`--cacert`, `--cert`, `--key`, `--insecure-skip-tls-verify`) belong here when
+/// the server grows them.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// gRPC endpoints, comma separated.
@@ -83,6 +84,53 @@ pub struct GlobalArgs {
     /// Print byte strings as hex encoded strings.
     #[arg(long, global = true, env = "ETCDCTL_HEX")]
     pub hex: bool,
+    /// Username[:password] for authentication (prompt if password is not supplied).
+    #[arg(long, global = true, env = "ETCDCTL_USER")]
+    pub user: Option<String>,
+    /// Password for authentication (if this option is used, --user option shouldn't include password).
+    #[arg(long, global = true, env = "ETCDCTL_PASSWORD")]
+    pub password: Option<String>,
+}
+
+/// etcdctl's `--user`/`--password` rules: `name:password` in one flag, or the name with
+/// `--password`, or the name alone and the password read from stdin.
+pub fn credentials(
+    user: Option<&str>,
+    password: Option<&str>,
+    read_password: impl FnOnce() -> std::io::Result<String>,
+) -> Result<Option<Credentials>, CliError> {
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let (name, pw) = match (user.split_once(':'), password) {
+        (Some(_), Some(_)) => {
+            return Err(CliError::bad_args(
+                "Password should not be specified in both --user and --password flags",
+            ))
+        }
+        (Some((name, pw)), None) => (name.to_string(), pw.to_string()),
+        (None, Some(pw)) => (user.to_string(), pw.to_string()),
+        (None, None) => {
+            let pw = read_password()
+                .map_err(|e| CliError::bad_args(format!("failed to read password: {e}")))?;
+            (user.to_string(), pw)
+        }
+    };
+    if name.is_empty() {
+        return Err(CliError::bad_args("empty user name"));
+    }
+    Ok(Some(Credentials {
+        user: name,
+        password: pw,
+    }))
+}
+
+/// Reads one line of stdin (without its newline) after a prompt on stderr.
+pub fn read_secret(prompt: &str) -> std::io::Result<String> {
+    eprint!("{prompt}");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -130,6 +178,15 @@ pub enum ClientCommand {
     Lock(lock::LockArgs),
     /// Observes and participates in leader election.
     Elect(elect::ElectArgs),
+    /// User related commands.
+    #[command(subcommand)]
+    User(auth::UserCommand),
+    /// Role related commands.
+    #[command(subcommand)]
+    Role(auth::RoleCommand),
+    /// Enable or disable authentication.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
 }
 
 /// A failed command: what etcdctl would print after `Error: `, and its exit code.
@@ -203,11 +260,17 @@ pub struct Context {
 }
 
 impl Context {
-    fn connect_options(&self) -> ConnectOptions {
-        ConnectOptions {
+    pub fn connect_options(&self) -> Result<ConnectOptions, CliError> {
+        let credentials = credentials(
+            self.global.user.as_deref(),
+            self.global.password.as_deref(),
+            || read_secret("Password: "),
+        )?;
+        Ok(ConnectOptions {
             dial_timeout: self.global.dial_timeout,
             request_timeout: None,
-        }
+            credentials,
+        })
     }
 
     /// Connects to the first endpoint of `--endpoints` that answers.
@@ -216,7 +279,7 @@ impl Context {
     }
 
     pub async fn connect_to(&self, endpoints: &[String]) -> Result<Client, CliError> {
-        Client::connect(endpoints, &self.connect_options())
+        Client::connect(endpoints, &self.connect_options()?)
             .await
             .map_err(|e| CliError::new(exit::ERROR, e.to_string()))
     }
@@ -285,6 +348,9 @@ pub async fn run(global: GlobalArgs, command: ClientCommand) -> anyhow::Result<i
         ClientCommand::Bench(args) => bench::run(&ctx, args).await,
         ClientCommand::Lock(args) => lock::run(&ctx, args).await,
         ClientCommand::Elect(args) => elect::run(&ctx, args).await,
+        ClientCommand::User(cmd) => auth::user(&ctx, cmd).await,
+        ClientCommand::Role(cmd) => auth::role(&ctx, cmd).await,
+        ClientCommand::Auth(cmd) => auth::auth(&ctx, cmd).await,
     };
     match result {
         Ok(code) => Ok(code),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{exit, gofmt, Context};
-use crate::client::{Client, ConnectOptions};
+use crate::client::Client;
 
 pub mod keys;
 pub mod runner;
@@ -208,10 +208,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Opens `conns` channels, spread round-robin over the endpoints.
 pub async fn connect_all(ctx: &Context, conns: usize) -> anyhow::Result<Vec<Client>> {
-    let opts = ConnectOptions {
-        dial_timeout: ctx.global.dial_timeout,
-        request_timeout: None,
-    };
+    let opts = ctx.connect_options()?;
     let endpoints = &ctx.global.endpoints;
     if endpoints.is_empty() {
         anyhow::bail!("no endpoint given");
