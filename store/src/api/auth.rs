@@ -36,20 +36,52 @@ pub fn cert_common_name<T>(_request: &Request<T>) -> Option<String> {
     None
 }
 
+/// The credentials a request carries (read before any await: requests need not be `Sync`).
+struct Credentials {
+    token: Option<String>,
+    cn: Option<String>,
+}
+
+fn credentials<T>(request: &Request<T>) -> Credentials {
+    Credentials {
+        token: token(request.metadata()).map(str::to_string),
+        cn: cert_common_name(request),
+    }
+}
+
+async fn resolve(node: &Node, creds: Credentials) -> Result<Option<String>, ApiError> {
+    let auth = node.sm.auth();
+    match auth.caller(creds.token.as_deref(), creds.cn.as_deref()) {
+        // A token issued through another member may be committed but not applied here yet:
+        // catch up with the leader once before calling it invalid.
+        Err(AuthError::InvalidAuthToken) => {
+            node.read_index().await?;
+            Ok(auth.caller(creds.token.as_deref(), creds.cn.as_deref())?)
+        }
+        other => Ok(other?),
+    }
+}
+
 /// Who is calling: `None` when auth is disabled or no credentials came with the request.
-pub fn caller<T>(node: &Node, request: &Request<T>) -> Result<Option<String>, ApiError> {
-    let cn = cert_common_name(request);
-    Ok(node
-        .sm
-        .auth()
-        .caller(token(request.metadata()), cn.as_deref())?)
+pub fn caller<'a, T>(
+    node: &'a Node,
+    request: &Request<T>,
+) -> impl std::future::Future<Output = Result<Option<String>, ApiError>> + Send + 'a {
+    let creds = credentials(request);
+    resolve(node, creds)
 }
 
 /// Fails unless the caller holds the root role (when auth is enabled).
-pub fn require_admin<T>(node: &Node, request: &Request<T>) -> Result<Option<String>, ApiError> {
-    let user = caller(node, request)?;
-    node.sm.auth().check_admin(user.as_deref())?;
-    Ok(user)
+pub fn require_admin<'a, T>(
+    node: &'a Node,
+    request: &Request<T>,
+) -> impl std::future::Future<Output = Result<Option<String>, ApiError>> + Send + 'a {
+    let creds = credentials(request);
+    async move {
+        let user = resolve(node, creds).await?;
+        node.sm.auth().check_admin(user.as_deref())?;
+        Ok(user)
+    }
 }
 
 /// Fails unless `user` may access `[key, range_end)` as `want`.
@@ -65,8 +97,7 @@ pub fn check(
 
 /// Lock and Election run clientv3's recipes server-side: the caller needs what the recipe's
 /// client would need, reading and writing keys under the name's prefix.
-pub fn check_recipe<T>(node: &Node, request: &Request<T>, name: &[u8]) -> Result<(), ApiError> {
-    let user = caller(node, request)?;
+pub fn check_recipe(node: &Node, user: Option<String>, name: &[u8]) -> Result<(), ApiError> {
     let prefix = super::concurrency::name_prefix(name);
     let end = crate::client::prefix_range_end(&prefix);
     check(node, user.as_deref(), &prefix, &end, PermKind::Read)?;
@@ -74,8 +105,7 @@ pub fn check_recipe<T>(node: &Node, request: &Request<T>, name: &[u8]) -> Result
 }
 
 /// A key the recipe's client would write (an unlock, a proclaim, a resign).
-pub fn check_recipe_key<T>(node: &Node, request: &Request<T>, key: &[u8]) -> Result<(), ApiError> {
-    let user = caller(node, request)?;
+pub fn check_recipe_key(node: &Node, user: Option<String>, key: &[u8]) -> Result<(), ApiError> {
     check(node, user.as_deref(), key, &[], PermKind::Write)
 }
 
@@ -145,7 +175,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthEnableRequest>,
     ) -> Result<Response<AuthEnableResponse>, Status> {
-        require_admin(&self.node, &request)?;
+        require_admin(&self.node, &request).await?;
         let header = self.propose(AuthCommand::Enable).await?;
         Ok(Response::new(AuthEnableResponse { header }))
     }
@@ -154,7 +184,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthDisableRequest>,
     ) -> Result<Response<AuthDisableResponse>, Status> {
-        require_admin(&self.node, &request)?;
+        require_admin(&self.node, &request).await?;
         let header = self.propose(AuthCommand::Disable).await?;
         Ok(Response::new(AuthDisableResponse { header }))
     }
@@ -214,7 +244,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserAddRequest>,
     ) -> Result<Response<AuthUserAddResponse>, Status> {
-        require_admin(&self.node, &request)?;
+        require_admin(&self.node, &request).await?;
         let req = request.into_inner();
         if req.name.is_empty() {
             return Err(AuthError::UserEmpty.into());
@@ -236,7 +266,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserGetRequest>,
     ) -> Result<Response<AuthUserGetResponse>, Status> {
-        let user = caller(&self.node, &request)?;
+        let user = caller(&self.node, &request).await?;
         let req = request.into_inner();
         // A user may read its own entry without being root.
         if user.as_deref() != Some(req.name.as_str()) {
@@ -255,7 +285,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserListRequest>,
     ) -> Result<Response<AuthUserListResponse>, Status> {
-        require_admin(&self.node, &request)?;
+        require_admin(&self.node, &request).await?;
         self.node.read_index().await?;
         let users = self.node.sm.auth().read().users.keys().cloned().collect();
         Ok(Response::new(AuthUserListResponse {
@@ -268,7 +298,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserDeleteRequest>,
     ) -> Result<Response<AuthUserDeleteResponse>, Status> {
-        require_admin(&self.node, &request)?;
+        require_admin(&self.node, &request).await?;
         let name = request.into_inner().name;
         let header = self.propose(AuthCommand::UserDelete { name }).await?;
         Ok(Response::new(AuthUserDeleteResponse { header }))
@@ -278,7 +308,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserChangePasswordRequest>,
     ) -> Result<Response<AuthUserChangePasswordResponse>, Status> {
-        require_admin(&self.node, &request)?;
+        require_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let password = self
             .password_for(req.password, &req.hashed_password, false)
@@ -296,7 +326,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserGrantRoleRequest>,
     ) -> Result<Response<AuthUserGrantRoleResponse>, Status> {
-        require_admin(&self.node, &request)?;
+        require_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let header = self
             .propose(AuthCommand::UserGrantRole {
@@ -311,7 +341,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserRevokeRoleRequest>,
     ) -> Result<Response<AuthUserRevokeRoleResponse>, Status> {
-        require_admin(&self.node, &request)?;
+        require_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let header = self
             .propose(AuthCommand::UserRevokeRole {
@@ -326,7 +356,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleAddRequest>,
     ) -> Result<Response<AuthRoleAddResponse>, Status> {
-        require_admin(&self.node, &request)?;
+        require_admin(&self.node, &request).await?;
         let name = request.into_inner().name;
         if name.is_empty() {
             return Err(AuthError::RoleEmpty.into());
@@ -339,7 +369,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleGetRequest>,
     ) -> Result<Response<AuthRoleGetResponse>, Status> {
-        let user = caller(&self.node, &request)?;
+        let user = caller(&self.node, &request).await?;
         let role = request.into_inner().role;
         self.node.read_index().await?;
         let st = self.node.sm.auth().read();
@@ -362,7 +392,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleListRequest>,
     ) -> Result<Response<AuthRoleListResponse>, Status> {
-        require_admin(&self.node, &request)?;
+        require_admin(&self.node, &request).await?;
         self.node.read_index().await?;
         let roles = self.node.sm.auth().read().roles.keys().cloned().collect();
         Ok(Response::new(AuthRoleListResponse {
@@ -375,7 +405,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleDeleteRequest>,
     ) -> Result<Response<AuthRoleDeleteResponse>, Status> {
-        require_admin(&self.node, &request)?;
+        require_admin(&self.node, &request).await?;
         let name = request.into_inner().role;
         let header = self.propose(AuthCommand::RoleDelete { name }).await?;
         Ok(Response::new(AuthRoleDeleteResponse { header }))
@@ -385,7 +415,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<AuthRoleGrantPermissionResponse>, Status> {
-        require_admin(&self.node, &request)?;
+        require_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let p = req.perm.ok_or(AuthError::PermissionNotGiven)?;
         let kind = PermKind::from_i32(p.perm_type).ok_or(AuthError::PermissionNotGiven)?;
@@ -406,7 +436,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<AuthRoleRevokePermissionResponse>, Status> {
-        require_admin(&self.node, &request)?;
+        require_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let header = self
             .propose(AuthCommand::RoleRevokePermission {

@@ -68,7 +68,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        super::auth::require_admin(&self.node, &request)?;
+        super::auth::require_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let (id, members) = self
             .change(MembershipOp::Add {
@@ -97,7 +97,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        super::auth::require_admin(&self.node, &request)?;
+        super::auth::require_admin(&self.node, &request).await?;
         let (_, members) = self
             .change(MembershipOp::Remove {
                 id: request.into_inner().id,
@@ -113,7 +113,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        super::auth::require_admin(&self.node, &request)?;
+        super::auth::require_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let (_, members) = self
             .change(MembershipOp::Update {
@@ -131,7 +131,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        super::auth::require_admin(&self.node, &request)?;
+        super::auth::require_admin(&self.node, &request).await?;
         let (_, members) = self
             .change(MembershipOp::Promote {
                 id: request.into_inner().id,

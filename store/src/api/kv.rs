@@ -71,7 +71,7 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        let user = auth::caller(&self.node, &request)?;
+        let user = auth::caller(&self.node, &request).await?;
         let req = request.into_inner();
         validate::range(&req)?;
         auth::check(
@@ -103,7 +103,7 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let user = auth::caller(&self.node, &request)?;
+        let user = auth::caller(&self.node, &request).await?;
         let req = request.into_inner();
         self.node.refuse_learner()?;
         validate::put(&req)?;
@@ -127,7 +127,7 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let user = auth::caller(&self.node, &request)?;
+        let user = auth::caller(&self.node, &request).await?;
         let req = request.into_inner();
         self.node.refuse_learner()?;
         validate::delete(&req)?;
@@ -159,7 +159,7 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let user = auth::caller(&self.node, &request)?;
+        let user = auth::caller(&self.node, &request).await?;
         let req = request.into_inner();
         self.node.refuse_learner()?;
         validate::txn(&req, self.node.limits.max_txn_ops)?;

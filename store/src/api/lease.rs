@@ -74,7 +74,7 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         self.node.refuse_learner()?;
-        let user = super::auth::caller(&self.node, &request)?;
+        let user = super::auth::caller(&self.node, &request).await?;
         let id = request.into_inner().id;
         if user.is_some() || self.node.sm.auth().is_enabled() {
             // Revoking deletes the lease's keys: the caller must be allowed to write each one.

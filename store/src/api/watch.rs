@@ -50,7 +50,7 @@ impl Watch for WatchService {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         // Credentials are read once, when the stream opens, as etcd does; each create is checked.
-        let user = crate::api::auth::caller(&self.node, &request)?;
+        let user = crate::api::auth::caller(&self.node, &request).await?;
         tokio::spawn(stream::run(
             self.node.clone(),
             config,
