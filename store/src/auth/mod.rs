@@ -26,7 +26,8 @@ use crate::api::errors::AuthError;
 use crate::raft::codec;
 use crate::storage::{Backend, StorageError};
 
-const KEY: &[u8] = b"Mauth";
+/// Where the auth state lives in the state machine's keyspace (kept by `snapshot restore`).
+pub const STATE_KEY: &[u8] = b"Mauth";
 
 /// The replicated auth state (persisted, cached in memory) and this member's token table.
 pub struct AuthStore {
@@ -50,7 +51,7 @@ impl AuthStore {
 
     /// Re-reads the persisted state (at start-up, after a Raft snapshot replaced the state machine).
     pub fn reload(&self) -> Result<(), StorageError> {
-        let state = match self.backend.get(KEY)? {
+        let state = match self.backend.get(STATE_KEY)? {
             None => AuthState::default(),
             Some(raw) => codec::decode("auth state", &raw).map_err(|e| StorageError::Corrupt {
                 what: "auth state",
@@ -85,7 +86,7 @@ impl AuthStore {
                 what: "auth state",
                 detail: e.to_string(),
             })?;
-            self.backend.insert(KEY, &raw)?;
+            self.backend.insert(STATE_KEY, &raw)?;
             *guard = next;
         }
         drop(guard);

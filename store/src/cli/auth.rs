@@ -121,12 +121,11 @@ pub struct RevokeArgs {
     pub from_key: bool,
 }
 
-fn one_arg<'a>(args: &'a [String], what: &str) -> Result<&'a str, CliError> {
+fn one_arg<'a>(args: &'a [String], command: &str, what: &str) -> Result<&'a str, CliError> {
     match args {
         [one] => Ok(one),
         _ => Err(CliError::bad_args(format!(
-            "{what} command requires {} as its argument",
-            what.split(' ').next_back().unwrap_or(what)
+            "{command} command requires {what} as its argument"
         ))),
     }
 }
@@ -154,7 +153,7 @@ fn read_new_password(name: &str, interactive: bool) -> Result<String, CliError> 
 pub async fn user(ctx: &Context, cmd: UserCommand) -> anyhow::Result<i32> {
     match cmd {
         UserCommand::Add(a) => {
-            let arg = one_arg(&a.args, "user add")?;
+            let arg = one_arg(&a.args, "user add", "user name")?;
             let (name, password) = if a.no_password {
                 (arg.to_string(), String::new())
             } else if let Some((n, p)) = arg.split_once(':') {
@@ -177,7 +176,7 @@ pub async fn user(ctx: &Context, cmd: UserCommand) -> anyhow::Result<i32> {
             out(format!("User {name} created\n"))
         }
         UserCommand::Delete(a) => {
-            let name = one_arg(&a.args, "user delete")?.to_string();
+            let name = one_arg(&a.args, "user delete", "user name")?.to_string();
             let client = ctx.connect().await?;
             let req = AuthUserDeleteRequest { name: name.clone() };
             ctx.call(client.auth().user_delete(ctx.request(req)))
@@ -185,7 +184,7 @@ pub async fn user(ctx: &Context, cmd: UserCommand) -> anyhow::Result<i32> {
             out(format!("User {name} deleted\n"))
         }
         UserCommand::Get(a) => {
-            let name = one_arg(&a.args, "user get")?.to_string();
+            let name = one_arg(&a.args, "user get", "user name")?.to_string();
             let client = ctx.connect().await?;
             let req = AuthUserGetRequest { name: name.clone() };
             let resp = ctx.call(client.auth().user_get(ctx.request(req))).await?;
@@ -215,7 +214,7 @@ pub async fn user(ctx: &Context, cmd: UserCommand) -> anyhow::Result<i32> {
             out(resp.users.iter().map(|u| format!("{u}\n")).collect())
         }
         UserCommand::Passwd(a) => {
-            let name = one_arg(&a.args, "user passwd")?.to_string();
+            let name = one_arg(&a.args, "user passwd", "user name")?.to_string();
             let password = read_new_password(&name, a.interactive)?;
             let client = ctx.connect().await?;
             let req = AuthUserChangePasswordRequest {
@@ -330,14 +329,14 @@ fn perm_range(
 pub async fn role(ctx: &Context, cmd: RoleCommand) -> anyhow::Result<i32> {
     match cmd {
         RoleCommand::Add(a) => {
-            let name = one_arg(&a.args, "role add")?.to_string();
+            let name = one_arg(&a.args, "role add", "role name")?.to_string();
             let client = ctx.connect().await?;
             let req = AuthRoleAddRequest { name: name.clone() };
             ctx.call(client.auth().role_add(ctx.request(req))).await?;
             out(format!("Role {name} created\n"))
         }
         RoleCommand::Delete(a) => {
-            let name = one_arg(&a.args, "role delete")?.to_string();
+            let name = one_arg(&a.args, "role delete", "role name")?.to_string();
             let client = ctx.connect().await?;
             let req = AuthRoleDeleteRequest { role: name.clone() };
             ctx.call(client.auth().role_delete(ctx.request(req)))
@@ -345,7 +344,7 @@ pub async fn role(ctx: &Context, cmd: RoleCommand) -> anyhow::Result<i32> {
             out(format!("Role {name} deleted\n"))
         }
         RoleCommand::Get(a) => {
-            let name = one_arg(&a.args, "role get")?.to_string();
+            let name = one_arg(&a.args, "role get", "role name")?.to_string();
             let client = ctx.connect().await?;
             let req = AuthRoleGetRequest { role: name.clone() };
             let resp = ctx.call(client.auth().role_get(ctx.request(req))).await?;
@@ -370,10 +369,11 @@ pub async fn role(ctx: &Context, cmd: RoleCommand) -> anyhow::Result<i32> {
                 "READ" => 0,
                 "WRITE" => 1,
                 "READWRITE" => 2,
-                other => {
+                _ => {
+                    let given = &a.args[1];
                     return Err(
-                        CliError::bad_args(format!("invalid permission type {other}")).into(),
-                    )
+                        CliError::bad_args(format!("invalid permission type: {given}")).into(),
+                    );
                 }
             };
             let key = &a.args[2];

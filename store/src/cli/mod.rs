@@ -102,14 +102,10 @@ pub fn credentials(
     let Some(user) = user else {
         return Ok(None);
     };
-    let (name, pw) = match (user.split_once(':'), password) {
-        (Some(_), Some(_)) => {
-            return Err(CliError::bad_args(
-                "Password should not be specified in both --user and --password flags",
-            ))
-        }
-        (Some((name, pw)), None) => (name.to_string(), pw.to_string()),
-        (None, Some(pw)) => (user.to_string(), pw.to_string()),
+    // With --password the whole --user value is the name, colons included (as etcdctl).
+    let (name, pw) = match (password, user.split_once(':')) {
+        (Some(pw), _) => (user.to_string(), pw.to_string()),
+        (None, Some((name, pw))) => (name.to_string(), pw.to_string()),
         (None, None) => {
             let pw = read_password()
                 .map_err(|e| CliError::bad_args(format!("failed to read password: {e}")))?;
@@ -281,7 +277,14 @@ impl Context {
     pub async fn connect_to(&self, endpoints: &[String]) -> Result<Client, CliError> {
         Client::connect(endpoints, &self.connect_options()?)
             .await
-            .map_err(|e| CliError::new(exit::ERROR, e.to_string()))
+            .map_err(|e| {
+                // etcdctl fails to build its client when Authenticate fails: a bad connection.
+                let code = match e {
+                    crate::client::ClientError::Auth(_) => exit::BAD_CONNECTION,
+                    _ => exit::ERROR,
+                };
+                CliError::new(code, e.to_string())
+            })
     }
 
     /// Wraps a request so the server learns the command deadline (grpc-timeout).
