@@ -109,6 +109,18 @@ pub fn check_recipe_key(node: &Node, user: Option<String>, key: &[u8]) -> Result
     check(node, user.as_deref(), key, &[], PermKind::Write)
 }
 
+/// Wraps a write checked at `checked` (from `AuthStore::checked_revision`, read before the
+/// checks) so apply refuses it if the auth state moved on in between.
+pub fn guard(checked: Option<u64>, cmd: Command) -> Command {
+    match checked {
+        Some(auth_revision) => Command::Authorized {
+            auth_revision,
+            command: Box::new(cmd),
+        },
+        None => cmd,
+    }
+}
+
 pub struct AuthService {
     node: Arc<Node>,
 }

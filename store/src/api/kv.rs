@@ -37,6 +37,7 @@ impl KvService {
     async fn propose(&self, cmd: Command) -> Result<CommandResult, ApiError> {
         match self.node.propose(cmd).await? {
             CommandResult::Failed(e) => Err(e.into()),
+            CommandResult::AuthFailed(e) => Err(e.into()),
             other => Ok(other),
         }
     }
@@ -107,13 +108,17 @@ impl Kv for KvService {
         let req = request.into_inner();
         self.node.refuse_learner()?;
         validate::put(&req)?;
+        let checked = self.node.sm.auth().checked_revision();
         auth::check(&self.node, user.as_deref(), &req.key, &[], PermKind::Write)?;
         if req.prev_kv {
             // Returning the previous value is a read (etcd's authApplierV3.Put).
             auth::check(&self.node, user.as_deref(), &req.key, &[], PermKind::Read)?;
         }
         self.check_size(&req)?;
-        match self.propose(Command::Put(req)).await? {
+        match self
+            .propose(auth::guard(checked, Command::Put(req)))
+            .await?
+        {
             CommandResult::Put(mut resp) => {
                 let rev = resp.header.map_or(0, |h| h.revision);
                 resp.header = Some(self.node.header(rev));
@@ -131,6 +136,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         self.node.refuse_learner()?;
         validate::delete(&req)?;
+        let checked = self.node.sm.auth().checked_revision();
         auth::check(
             &self.node,
             user.as_deref(),
@@ -148,7 +154,10 @@ impl Kv for KvService {
             )?;
         }
         self.check_size(&req)?;
-        match self.propose(Command::DeleteRange(req)).await? {
+        match self
+            .propose(auth::guard(checked, Command::DeleteRange(req)))
+            .await?
+        {
             CommandResult::DeleteRange(mut resp) => {
                 let rev = resp.header.map_or(0, |h| h.revision);
                 resp.header = Some(self.node.header(rev));
@@ -163,6 +172,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         self.node.refuse_learner()?;
         validate::txn(&req, self.node.limits.max_txn_ops)?;
+        let checked = self.node.sm.auth().checked_revision();
         self.node
             .sm
             .auth()
@@ -172,7 +182,10 @@ impl Kv for KvService {
         let mut resp = if is_read_only(&req) {
             self.read_only_txn(&req).await?
         } else {
-            match self.propose(Command::Txn(req)).await? {
+            match self
+                .propose(auth::guard(checked, Command::Txn(req)))
+                .await?
+            {
                 CommandResult::Txn(resp) => resp,
                 _ => return Err(unexpected("txn")),
             }

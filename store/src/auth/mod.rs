@@ -129,6 +129,20 @@ impl AuthStore {
         Ok(cert_cn.filter(|cn| !cn.is_empty()).map(str::to_string))
     }
 
+    /// The auth revision to stamp on a write checked now, or `None` when auth is off (then the
+    /// write is not wrapped). Read before checking, so a change racing the check is caught.
+    pub fn checked_revision(&self) -> Option<u64> {
+        let st = self.read();
+        st.enabled.then_some(st.revision)
+    }
+
+    /// Whether a write authorized at `checked` must be refused now: auth is on and users, roles
+    /// or permissions changed since (etcd compares the same revisions at apply).
+    pub fn is_stale(&self, checked: u64) -> bool {
+        let st = self.read();
+        st.enabled && st.revision != checked
+    }
+
     pub fn check_range(
         &self,
         user: Option<&str>,
@@ -153,5 +167,89 @@ impl AuthStore {
         perms::txn_accesses(txn)
             .into_iter()
             .try_for_each(|(key, end, want)| state.check_range(user, key, end, want))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &std::path::Path) -> AuthStore {
+        let backend: Arc<dyn Backend> = Arc::new(crate::storage::open(dir).unwrap());
+        AuthStore::open(backend).unwrap()
+    }
+
+    fn enable(s: &AuthStore) {
+        for cmd in [
+            AuthCommand::UserAdd {
+                name: "root".into(),
+                password: None,
+            },
+            AuthCommand::UserGrantRole {
+                user: "root".into(),
+                role: "root".into(),
+            },
+            AuthCommand::Enable,
+        ] {
+            s.apply(&cmd).unwrap().unwrap();
+        }
+    }
+
+    #[test]
+    fn writes_checked_before_an_auth_change_are_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        assert_eq!(
+            s.checked_revision(),
+            None,
+            "auth off: writes are not stamped"
+        );
+        enable(&s);
+        let checked = s.checked_revision().unwrap();
+        assert!(!s.is_stale(checked));
+        s.apply(&AuthCommand::RoleAdd { name: "r".into() })
+            .unwrap()
+            .unwrap();
+        assert!(s.is_stale(checked));
+        // A refused command changes nothing, so it does not make anything stale.
+        let now = s.checked_revision().unwrap();
+        assert!(s
+            .apply(&AuthCommand::RoleAdd { name: "r".into() })
+            .unwrap()
+            .is_err());
+        assert!(!s.is_stale(now));
+    }
+
+    #[test]
+    fn state_persists_and_tokens_follow_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = store(dir.path());
+            enable(&s);
+            s.apply(&AuthCommand::Authenticate {
+                name: "root".into(),
+                token: "t.1".into(),
+                issued_ms: tokens::now_ms(),
+            })
+            .unwrap()
+            .unwrap();
+            assert_eq!(s.caller(Some("t.1"), None), Ok(Some("root".into())));
+            assert_eq!(
+                s.caller(Some("t.2"), None),
+                Err(AuthError::InvalidAuthToken)
+            );
+            assert_eq!(s.caller(None, Some("cn-user")), Ok(Some("cn-user".into())));
+            s.apply(&AuthCommand::Disable).unwrap().unwrap();
+            assert_eq!(s.caller(Some("t.1"), None), Ok(None), "auth off: nobody");
+            s.apply(&AuthCommand::Enable).unwrap().unwrap();
+            assert_eq!(
+                s.caller(Some("t.1"), None),
+                Err(AuthError::InvalidAuthToken),
+                "disabling forgot the tokens"
+            );
+        }
+        let reopened = store(dir.path());
+        assert!(reopened.is_enabled());
+        assert!(reopened.read().is_root("root"));
     }
 }

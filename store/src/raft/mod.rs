@@ -73,6 +73,12 @@ pub enum Command {
         name: String,
         client_urls: Vec<String>,
     },
+    /// A client write authorized at `auth_revision`: applied only while the auth state is still
+    /// at that revision (etcd's `revision of auth store is old`; clients re-authenticate).
+    Authorized {
+        auth_revision: u64,
+        command: Box<Command>,
+    },
     /// Changes users, roles, permissions or the enabled flag, or issues a token (`auth`).
     Auth(crate::auth::AuthCommand),
     /// Raises or clears an alarm (etcd's AlarmRequest: action, member id, alarm type).

@@ -182,6 +182,19 @@ impl StateMachine {
     }
 
     fn apply_command(&self, cmd: &Command) -> Result<CommandResult, StorageError<NodeId>> {
+        if let Command::Authorized {
+            auth_revision,
+            command,
+        } = cmd
+        {
+            if self.inner.auth.is_stale(*auth_revision) {
+                crate::metrics::proposal_failed();
+                return Ok(CommandResult::AuthFailed(
+                    crate::api::errors::AuthError::AuthOldRevision,
+                ));
+            }
+            return self.apply_command(command);
+        }
         let mvcc = &self.inner.mvcc;
         let leases = &self.inner.leases;
         if let Some(refused) = self.inner.alarms.refusal(cmd) {
@@ -235,6 +248,8 @@ impl StateMachine {
                     .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                 Ok((CommandResult::Alarms(changed), 0, Vec::new()))
             }
+            // Unwrapped above.
+            Command::Authorized { command, .. } => return self.apply_command(command),
             Command::Auth(auth) => {
                 let answer = self
                     .inner
