@@ -30,8 +30,11 @@ fn token(md: &MetadataMap) -> Option<&str> {
 }
 
 /// The common name of the client's verified TLS certificate, used as the user name when the
-/// request carries no token (etcd's `--client-cert-auth`). TLS lives on another branch: until it
-/// is wired, this member accepts no certificates and the answer is always `None`.
+/// request carries no token (etcd's `--client-cert-auth`).
+///
+/// TLS lives on another branch: until it is wired, this member accepts no certificates and the
+/// answer is always `None`. Wiring it (tonic with TLS, only when `--client-cert-auth` is set):
+/// `request.peer_certs()?.first().and_then(|c| crate::auth::cert::common_name(c))`.
 pub fn cert_common_name<T>(_request: &Request<T>) -> Option<String> {
     None
 }

@@ -5,11 +5,13 @@
 //! - [`perms`]: permission decisions over key intervals (single keys, prefixes, ranges).
 //! - [`tokens`]: simple tokens with a TTL refreshed on use (in memory on every member).
 //! - [`password`]: argon2id hashing, done before proposing so the log never holds a password.
+//! - [`cert`]: the user name a client certificate carries (its CN), for `--client-cert-auth`.
 //!
 //! The state is replicated: every mutation is a Raft command ([`crate::raft::Command::Auth`])
 //! applied here, and the whole state is one record under `Mauth` in the state machine's keyspace,
 //! so it survives restarts and travels in Raft snapshots and backups like the rest.
 
+pub mod cert;
 pub mod password;
 pub mod perms;
 pub mod state;
