@@ -758,3 +758,36 @@ async fn gateway_header_and_recipes_are_authorized() {
         "etcdserver: permission denied",
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_etcd_client_crate_authenticates_as_with_etcd() {
+    let cluster = Cluster::start(1).await;
+    let ep = cluster.members[0].endpoint();
+    set_up_auth(&connect(&ep, None).await.unwrap()).await;
+    let opts = etcd_client::ConnectOptions::new()
+        .with_user("alice", "alicepw")
+        .with_timeout(Duration::from_secs(10));
+    let mut c = etcd_client::Client::connect([ep.as_str()], Some(opts))
+        .await
+        .expect("connect with a user");
+    c.put("/app/crate", "v", None)
+        .await
+        .expect("put under /app/");
+    let got = c.get("/app/crate", None).await.expect("get");
+    assert_eq!(got.kvs()[0].value(), b"v");
+    let err = c.put("/other", "v", None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("etcdserver: permission denied"),
+        "{err}"
+    );
+    let bad = etcd_client::ConnectOptions::new().with_user("alice", "nope");
+    let err = etcd_client::Client::connect([ep.as_str()], Some(bad))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("etcdserver: authentication failed, invalid user ID or password"),
+        "{err}"
+    );
+}
