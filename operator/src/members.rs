@@ -82,6 +82,7 @@ impl Default for GrpcStoreView {
                 dial_timeout: Duration::from_secs(2),
                 request_timeout: Some(Duration::from_secs(3)),
                 tls: None,
+                credentials: None,
             },
         }
     }

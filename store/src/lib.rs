@@ -5,6 +5,7 @@
 //! `api` -> `server::node::read_index` (unless serializable) -> `mvcc` at a revision.
 pub mod alarm;
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod cluster;

@@ -322,6 +322,232 @@ const SCRIPT_35: &[(&[&str], &str, bool)] = &[
     (&["endpoint", "health", "-w", "json"], "", false),
 ];
 
+/// Users, roles, permissions and auth enable/disable, with `--user` on the later commands (the
+/// output of etcdctl 3.4, which has no `auth status`). Runs on twins of its own, since enabling
+/// auth changes what every later command sees.
+const AUTH_SCRIPT: &[(&[&str], &str, bool)] = &[
+    (&["auth", "enable"], "", false),
+    (
+        &["user", "add", "root", "--new-user-password=rootpw"],
+        "",
+        false,
+    ),
+    (&["user", "add", "root:again"], "", false),
+    (
+        &["user", "add", "alice", "--interactive=false"],
+        "alicepw\n",
+        false,
+    ),
+    (&["user", "add", "--no-password", "cn"], "", false),
+    (&["user", "add"], "", false),
+    (&["role", "add", "r1"], "", false),
+    (&["role", "add", "r1"], "", false),
+    (&["role", "add"], "", false),
+    (
+        &["role", "grant-permission", "r1", "read", "foo"],
+        "",
+        false,
+    ),
+    (
+        &[
+            "role",
+            "grant-permission",
+            "r1",
+            "--prefix",
+            "readwrite",
+            "/app/",
+        ],
+        "",
+        false,
+    ),
+    (
+        &["role", "grant-permission", "r1", "write", "a", "c"],
+        "",
+        false,
+    ),
+    (
+        &["role", "grant-permission", "r1", "--from-key", "read", "z"],
+        "",
+        false,
+    ),
+    (
+        &["role", "grant-permission", "r1", "READWRITE", "x"],
+        "",
+        false,
+    ),
+    (&["role", "grant-permission", "r1", "bogus", "x"], "", false),
+    (&["role", "grant-permission", "r1", "read"], "", false),
+    (
+        &[
+            "role",
+            "grant-permission",
+            "r1",
+            "--prefix",
+            "read",
+            "a",
+            "b",
+        ],
+        "",
+        false,
+    ),
+    (&["role", "get", "r1"], "", false),
+    (&["role", "get", "nope"], "", false),
+    (&["role", "list"], "", false),
+    (&["user", "grant-role", "alice", "r1"], "", false),
+    (&["user", "grant-role", "alice", "nope"], "", false),
+    (&["user", "grant-role", "alice"], "", false),
+    (&["user", "get", "alice"], "", false),
+    (&["user", "get", "--detail", "alice"], "", false),
+    (&["user", "get", "cn"], "", false),
+    (&["user", "list"], "", false),
+    (&["auth", "enable"], "", false),
+    (&["get", "foo"], "", false),
+    (&["--user=root:bad", "get", "foo"], "", false),
+    (
+        &["--user=root", "--password=rootpw", "user", "list"],
+        "",
+        false,
+    ),
+    (
+        &["--user=root:rootpw", "--password=x", "user", "list"],
+        "",
+        false,
+    ),
+    (&["--user=alice:alicepw", "put", "foo", "x"], "", false),
+    (&["--user=alice:alicepw", "put", "/app/k", "v"], "", false),
+    (
+        &["--user=alice:alicepw", "get", "/app/", "--prefix"],
+        "",
+        false,
+    ),
+    (&["--user=alice:alicepw", "user", "list"], "", false),
+    (&["--user=alice:alicepw", "role", "get", "r1"], "", false),
+    (
+        &[
+            "--user=root:rootpw",
+            "role",
+            "revoke-permission",
+            "r1",
+            "foo",
+        ],
+        "",
+        false,
+    ),
+    (
+        &[
+            "--user=root:rootpw",
+            "role",
+            "revoke-permission",
+            "r1",
+            "foo",
+        ],
+        "",
+        false,
+    ),
+    (
+        &[
+            "--user=root:rootpw",
+            "role",
+            "revoke-permission",
+            "r1",
+            "/app/",
+            "--prefix",
+        ],
+        "",
+        false,
+    ),
+    (
+        &[
+            "--user=root:rootpw",
+            "role",
+            "revoke-permission",
+            "r1",
+            "a",
+            "c",
+        ],
+        "",
+        false,
+    ),
+    (
+        &[
+            "--user=root:rootpw",
+            "role",
+            "revoke-permission",
+            "r1",
+            "z",
+            "--from-key",
+        ],
+        "",
+        false,
+    ),
+    (
+        &[
+            "--user=root:rootpw",
+            "user",
+            "passwd",
+            "alice",
+            "--interactive=false",
+        ],
+        "new\n",
+        false,
+    ),
+    (
+        &["--user=root:rootpw", "user", "revoke-role", "alice", "r1"],
+        "",
+        false,
+    ),
+    (
+        &["--user=root:rootpw", "user", "revoke-role", "alice", "r1"],
+        "",
+        false,
+    ),
+    (&["--user=root:rootpw", "user", "delete", "root"], "", false),
+    (&["--user=root:rootpw", "role", "delete", "r1"], "", false),
+    (
+        &["--user=root:rootpw", "user", "delete", "alice"],
+        "",
+        false,
+    ),
+    (
+        &["--user=root:rootpw", "user", "delete", "alice"],
+        "",
+        false,
+    ),
+    (&["--user=root:rootpw", "auth", "disable"], "", false),
+    (&["--user=root:rootpw", "get", "foo"], "", false),
+    (&["user", "list"], "", false),
+];
+
+#[test]
+fn cairn_auth_commands_print_what_etcdctl_prints() {
+    let (Some(etcd), Some(etcdctl)) = (
+        tool("CAIRN_TEST_ETCD", "/usr/bin/etcd"),
+        tool("CAIRN_TEST_ETCDCTL", "/usr/bin/etcdctl"),
+    ) else {
+        eprintln!("skipping cli_vs_etcd: etcd/etcdctl not installed (apt-get install etcd-server etcd-client)");
+        return;
+    };
+    let cairn = PathBuf::from(env!("CARGO_BIN_EXE_cairn"));
+    let reference = Etcd::start(&etcd, &etcdctl);
+    let twin = Etcd::start(&etcd, &etcdctl);
+    let mut mismatches = Vec::new();
+    for (args, stdin, merge) in AUTH_SCRIPT {
+        let want = run(&etcdctl, &reference.endpoint, args, stdin);
+        let got = run(&cairn, &twin.endpoint, args, stdin);
+        let want = observed(&want, &reference.endpoint, *merge);
+        let got = observed(&got, &twin.endpoint, *merge);
+        if want != got {
+            mismatches.push(format!("{args:?}\n  etcdctl: {want:?}\n  cairn:   {got:?}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
+
 /// Live output: a watcher (plain, or interactive with lines on stdin) runs on each twin while the
 /// same writes reach both; after the writes it is killed and its stdout compared.
 fn live_watch(

@@ -165,6 +165,7 @@ fn txn_writes(txn: &TxnRequest) -> bool {
 pub fn cost(cmd: &Command) -> u64 {
     use prost::Message;
     match cmd {
+        Command::Authorized { command, .. } => cost(command),
         Command::Put(p) => p.encoded_len() as u64 + KV_OVERHEAD,
         Command::Txn(t) if txn_puts(t) => t.encoded_len() as u64 + KV_OVERHEAD,
         Command::LeaseGrant { .. } => LEASE_OVERHEAD,
@@ -176,6 +177,9 @@ pub fn cost(cmd: &Command) -> u64 {
 /// needs space (Put, Txn with a put, LeaseGrant), while deletes, revokes and Compact go on so
 /// space can be freed; under CORRUPT, every change of the keyspace or leases.
 pub fn refusal(cmd: &Command, nospace: bool, corrupt: bool) -> Option<MvccError> {
+    if let Command::Authorized { command, .. } = cmd {
+        return refusal(command, nospace, corrupt);
+    }
     let changes_data = match cmd {
         Command::Put(_)
         | Command::DeleteRange(_)

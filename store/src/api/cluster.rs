@@ -68,6 +68,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        super::auth::require_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let (id, members) = self
             .change(MembershipOp::Add {
@@ -96,6 +97,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        super::auth::require_admin(&self.node, &request).await?;
         let (_, members) = self
             .change(MembershipOp::Remove {
                 id: request.into_inner().id,
@@ -111,6 +113,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        super::auth::require_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let (_, members) = self
             .change(MembershipOp::Update {
@@ -128,6 +131,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        super::auth::require_admin(&self.node, &request).await?;
         let (_, members) = self
             .change(MembershipOp::Promote {
                 id: request.into_inner().id,

@@ -152,6 +152,8 @@ impl ElectionService {
     ) -> Result<Response<CampaignResponse>, Status> {
         let node = &self.node;
         node.refuse_learner()?;
+        let user = super::auth::caller(node, &request).await?;
+        super::auth::check_recipe(node, user, &request.get_ref().name)?;
         let req = request.into_inner();
         let lease = concurrency::session_lease(node, req.lease).await?;
         let prefix = concurrency::name_prefix(&req.name);
@@ -184,6 +186,10 @@ impl ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        if let Some(l) = &request.get_ref().leader {
+            let user = super::auth::caller(&self.node, &request).await?;
+            super::auth::check_recipe_key(&self.node, user, &l.key)?;
+        }
         let req = request.into_inner();
         let leader = req.leader.ok_or_else(concurrency::missing_leader_key)?;
         let rev = proclaim(&self.node, &leader.key, leader.rev, &req.value).await?;
@@ -198,6 +204,8 @@ impl ElectionService {
     ) -> Result<Response<LeaderResponse>, Status> {
         let node = &self.node;
         node.refuse_learner()?;
+        let user = super::auth::caller(node, &request).await?;
+        super::auth::check_recipe(node, user, &request.get_ref().name)?;
         let prefix = concurrency::name_prefix(&request.into_inner().name);
         node.read_index().await?;
         let revision = node.mvcc().current_revision();
@@ -214,6 +222,8 @@ impl ElectionService {
         request: Request<LeaderRequest>,
     ) -> Result<Response<BoxStream<LeaderResponse>>, Status> {
         self.node.refuse_learner()?;
+        let user = super::auth::caller(&self.node, &request).await?;
+        super::auth::check_recipe(&self.node, user, &request.get_ref().name)?;
         let prefix = concurrency::name_prefix(&request.into_inner().name);
         let (tx, rx) = mpsc::channel(OBSERVE_BUFFER);
         let node = self.node.clone();
@@ -238,6 +248,10 @@ impl ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        if let Some(l) = &request.get_ref().leader {
+            let user = super::auth::caller(&self.node, &request).await?;
+            super::auth::check_recipe_key(&self.node, user, &l.key)?;
+        }
         let leader = request
             .into_inner()
             .leader

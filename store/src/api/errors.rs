@@ -67,8 +67,71 @@ pub enum ApiError {
     BadLeaderTransferee,
     #[error("etcdserver: request timed out, leader transfer took too long")]
     TimeoutLeaderTransfer,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("etcdserver: {0}")]
     Internal(String),
+}
+
+/// etcd's auth errors. Serializable because the state machine decides most of them (a user that
+/// exists, a role already granted) and returns them through Raft to the proposing member.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum AuthError {
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
+}
+
+impl AuthError {
+    pub fn code(&self) -> Code {
+        use AuthError::*;
+        match self {
+            UserEmpty | RoleEmpty | AuthFailed | PermissionNotGiven | InvalidAuthMgmt
+            | AuthOldRevision => Code::InvalidArgument,
+            PermissionDenied => Code::PermissionDenied,
+            InvalidAuthToken => Code::Unauthenticated,
+            RootUserNotExist | RootRoleNotExist | UserAlreadyExist | UserNotFound
+            | RoleAlreadyExist | RoleNotFound | RoleNotGranted | PermissionNotGranted
+            | AuthNotEnabled => Code::FailedPrecondition,
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
 }
 
 impl ApiError {
@@ -95,6 +158,7 @@ impl ApiError {
             MemberBadUrls => Code::InvalidArgument,
             NotSupportedForLearner | TimeoutLeaderTransfer => Code::Unavailable,
             NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
+            Auth(e) => e.code(),
             Internal(_) => Code::Internal,
         }
     }
@@ -159,5 +223,11 @@ mod tests {
         let s: Status = ApiError::from(MvccError::LeaseNotFound).into();
         assert_eq!(s.code(), Code::NotFound);
         assert_eq!(s.message(), "etcdserver: requested lease not found");
+        let s: Status = ApiError::from(AuthError::PermissionDenied).into();
+        assert_eq!(s.code(), Code::PermissionDenied);
+        assert_eq!(s.message(), "etcdserver: permission denied");
+        let s: Status = AuthError::InvalidAuthToken.into();
+        assert_eq!(s.code(), Code::Unauthenticated);
+        assert_eq!(s.message(), "etcdserver: invalid auth token");
     }
 }

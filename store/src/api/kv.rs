@@ -5,8 +5,10 @@ use std::sync::Arc;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::auth;
 use super::errors::ApiError;
 use super::validate;
+use crate::auth::PermKind;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::request_op::Request as Op;
 use crate::proto::etcdserverpb::{
@@ -35,6 +37,7 @@ impl KvService {
     async fn propose(&self, cmd: Command) -> Result<CommandResult, ApiError> {
         match self.node.propose(cmd).await? {
             CommandResult::Failed(e) => Err(e.into()),
+            CommandResult::AuthFailed(e) => Err(e.into()),
             other => Ok(other),
         }
     }
@@ -69,8 +72,16 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let user = auth::caller(&self.node, &request).await?;
         let req = request.into_inner();
         validate::range(&req)?;
+        auth::check(
+            &self.node,
+            user.as_deref(),
+            &req.key,
+            &req.range_end,
+            PermKind::Read,
+        )?;
         if !req.serializable {
             self.node.refuse_learner()?;
             self.node.read_index().await?;
@@ -93,11 +104,21 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let user = auth::caller(&self.node, &request).await?;
         let req = request.into_inner();
         self.node.refuse_learner()?;
         validate::put(&req)?;
+        let checked = self.node.sm.auth().checked_revision();
+        auth::check(&self.node, user.as_deref(), &req.key, &[], PermKind::Write)?;
+        if req.prev_kv {
+            // Returning the previous value is a read (etcd's authApplierV3.Put).
+            auth::check(&self.node, user.as_deref(), &req.key, &[], PermKind::Read)?;
+        }
         self.check_size(&req)?;
-        match self.propose(Command::Put(req)).await? {
+        match self
+            .propose(auth::guard(checked, Command::Put(req)))
+            .await?
+        {
             CommandResult::Put(mut resp) => {
                 let rev = resp.header.map_or(0, |h| h.revision);
                 resp.header = Some(self.node.header(rev));
@@ -111,11 +132,32 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let user = auth::caller(&self.node, &request).await?;
         let req = request.into_inner();
         self.node.refuse_learner()?;
         validate::delete(&req)?;
+        let checked = self.node.sm.auth().checked_revision();
+        auth::check(
+            &self.node,
+            user.as_deref(),
+            &req.key,
+            &req.range_end,
+            PermKind::Write,
+        )?;
+        if req.prev_kv {
+            auth::check(
+                &self.node,
+                user.as_deref(),
+                &req.key,
+                &req.range_end,
+                PermKind::Read,
+            )?;
+        }
         self.check_size(&req)?;
-        match self.propose(Command::DeleteRange(req)).await? {
+        match self
+            .propose(auth::guard(checked, Command::DeleteRange(req)))
+            .await?
+        {
             CommandResult::DeleteRange(mut resp) => {
                 let rev = resp.header.map_or(0, |h| h.revision);
                 resp.header = Some(self.node.header(rev));
@@ -126,14 +168,24 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let user = auth::caller(&self.node, &request).await?;
         let req = request.into_inner();
         self.node.refuse_learner()?;
         validate::txn(&req, self.node.limits.max_txn_ops)?;
+        let checked = self.node.sm.auth().checked_revision();
+        self.node
+            .sm
+            .auth()
+            .check_txn(user.as_deref(), &req)
+            .map_err(ApiError::from)?;
         self.check_size(&req)?;
         let mut resp = if is_read_only(&req) {
             self.read_only_txn(&req).await?
         } else {
-            match self.propose(Command::Txn(req)).await? {
+            match self
+                .propose(auth::guard(checked, Command::Txn(req)))
+                .await?
+            {
                 CommandResult::Txn(resp) => resp,
                 _ => return Err(unexpected("txn")),
             }

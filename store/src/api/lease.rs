@@ -74,12 +74,29 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         self.node.refuse_learner()?;
+        let user = super::auth::caller(&self.node, &request).await?;
         let id = request.into_inner().id;
-        match self.node.propose(Command::LeaseRevoke { id }).await? {
+        let checked = self.node.sm.auth().checked_revision();
+        if user.is_some() || self.node.sm.auth().is_enabled() {
+            // Revoking deletes the lease's keys: the caller must be allowed to write each one.
+            let keys = self.node.sm.leases().keys(id).map_err(ApiError::from)?;
+            for key in keys {
+                super::auth::check(
+                    &self.node,
+                    user.as_deref(),
+                    &key,
+                    &[],
+                    crate::auth::PermKind::Write,
+                )?;
+            }
+        }
+        let cmd = super::auth::guard(checked, Command::LeaseRevoke { id });
+        match self.node.propose(cmd).await? {
             CommandResult::Revision(rev) => Ok(Response::new(LeaseRevokeResponse {
                 header: Some(self.node.header(rev)),
             })),
             CommandResult::Failed(e) => Err(ApiError::from(e).into()),
+            CommandResult::AuthFailed(e) => Err(e.into()),
             _ => Err(Status::internal(
                 "etcdserver: unexpected apply result for lease revoke",
             )),

@@ -51,6 +51,8 @@ impl LockService {
     ) -> Result<Response<LockResponse>, Status> {
         let node = &self.node;
         node.refuse_learner()?;
+        let user = super::auth::caller(node, &request).await?;
+        super::auth::check_recipe(node, user, &request.get_ref().name)?;
         let req = request.into_inner();
         let lease = concurrency::session_lease(node, req.lease).await?;
         let prefix = concurrency::name_prefix(&req.name);
@@ -85,6 +87,8 @@ impl LockService {
     ) -> Result<Response<UnlockResponse>, Status> {
         let node = &self.node;
         node.refuse_learner()?;
+        let user = super::auth::caller(node, &request).await?;
+        super::auth::check_recipe_key(node, user, &request.get_ref().key)?;
         let key = request.into_inner().key;
         if key.is_empty() {
             // What etcd's DeleteRange (which its Unlock calls) answers for an empty key.

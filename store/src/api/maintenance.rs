@@ -111,6 +111,7 @@ impl Maintenance for MaintenanceService {
         request: Request<crate::proto::etcdserverpb::MoveLeaderRequest>,
     ) -> Result<Response<crate::proto::etcdserverpb::MoveLeaderResponse>, Status> {
         use crate::server::transfer::TransferError;
+        super::auth::require_admin(&self.node, &request).await?;
         let target = request.into_inner().target_id;
         let node = &self.node;
         let max = std::time::Duration::from_millis(node.raft.config().election_timeout_max);
@@ -137,6 +138,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
+        super::auth::require_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let node = &self.node;
         let alarms = match AlarmAction::try_from(req.action) {
@@ -210,8 +212,9 @@ impl Maintenance for MaintenanceService {
     /// as etcd's defragment does).
     async fn defragment(
         &self,
-        _request: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        super::auth::require_admin(&self.node, &request).await?;
         let backend = self.node.backend.clone();
         let (before, after) = blocking(move || {
             let before = backend.size_on_disk().map_err(internal)?;
@@ -232,7 +235,8 @@ impl Maintenance for MaintenanceService {
 
     /// CRC-32 of the whole state machine (every keyspace a Raft snapshot carries), taken with no
     /// entry being applied. Like etcd's, it includes member metadata, so it is a per-member check.
-    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        super::auth::require_admin(&self.node, &request).await?;
         let sm = self.node.sm.clone();
         let (hash, revision) = blocking(move || {
             sm.consistent(|state, backend| {
@@ -256,6 +260,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        super::auth::require_admin(&self.node, &request).await?;
         let revision = request.into_inner().revision;
         let mvcc = self.node.mvcc().clone();
         let (h, current) = blocking(move || {
@@ -278,8 +283,9 @@ impl Maintenance for MaintenanceService {
     /// nor memory is held for the length of the transfer.
     async fn snapshot(
         &self,
-        _request: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
+        super::auth::require_admin(&self.node, &request).await?;
         let node = self.node.clone();
         let (file, len, digest, revision) = blocking(move || {
             let meta = snapshot::Header {

@@ -49,10 +49,13 @@ impl Watch for WatchService {
             config.require_leader = None;
         }
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        // Credentials are read once, when the stream opens, as etcd does; each create is checked.
+        let user = crate::api::auth::caller(&self.node, &request).await?;
         tokio::spawn(stream::run(
             self.node.clone(),
             config,
             request.into_inner(),
+            user,
             tx,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

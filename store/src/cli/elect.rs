@@ -25,7 +25,7 @@ pub struct ElectArgs {
     pub ttl: i64,
 }
 
-fn election_client(client: &Client) -> ElectionClient<tonic::transport::Channel> {
+fn election_client(client: &Client) -> ElectionClient<crate::client::Transport> {
     ElectionClient::new(client.channel()).max_decoding_message_size(i32::MAX as usize)
 }
 

@@ -141,7 +141,7 @@ impl Interrupts {
     }
 }
 
-fn lock_client(client: &Client) -> LockClient<tonic::transport::Channel> {
+fn lock_client(client: &Client) -> LockClient<crate::client::Transport> {
     LockClient::new(client.channel())
 }
 

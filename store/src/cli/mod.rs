@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::client::{Client, ConnectOptions};
+use crate::client::{Client, ConnectOptions, Credentials};
 
+pub mod auth;
 pub mod bench;
 pub mod elect;
 pub mod endpoint;
@@ -52,7 +53,6 @@ pub enum OutputFormat {
 
 /// Options every client subcommand shares (etcdctl's global flags).
 ///
-/// Auth flags (`--user`, `--password`) belong here when the server grows them.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// gRPC endpoints, comma separated.
@@ -101,6 +101,12 @@ pub struct GlobalArgs {
           num_args = 0..=1, require_equals = true, default_missing_value = "true",
           env = "ETCDCTL_INSECURE_TRANSPORT")]
     pub insecure_transport: bool,
+    /// Username[:password] for authentication (prompt if password is not supplied).
+    #[arg(long, global = true, env = "ETCDCTL_USER")]
+    pub user: Option<String>,
+    /// Password for authentication (if this option is used, --user option shouldn't include password).
+    #[arg(long, global = true, env = "ETCDCTL_PASSWORD")]
+    pub password: Option<String>,
 }
 
 impl GlobalArgs {
@@ -119,6 +125,44 @@ impl GlobalArgs {
             insecure_skip_verify: self.insecure_skip_tls_verify,
         })
     }
+}
+
+
+/// etcdctl's `--user`/`--password` rules: `name:password` in one flag, or the name with
+/// `--password`, or the name alone and the password read from stdin.
+pub fn credentials(
+    user: Option<&str>,
+    password: Option<&str>,
+    read_password: impl FnOnce() -> std::io::Result<String>,
+) -> Result<Option<Credentials>, CliError> {
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    // With --password the whole --user value is the name, colons included (as etcdctl).
+    let (name, pw) = match (password, user.split_once(':')) {
+        (Some(pw), _) => (user.to_string(), pw.to_string()),
+        (None, Some((name, pw))) => (name.to_string(), pw.to_string()),
+        (None, None) => {
+            let pw = read_password()
+                .map_err(|e| CliError::bad_args(format!("failed to read password: {e}")))?;
+            (user.to_string(), pw)
+        }
+    };
+    if name.is_empty() {
+        return Err(CliError::bad_args("empty user name"));
+    }
+    Ok(Some(Credentials {
+        user: name,
+        password: pw,
+    }))
+}
+
+/// Reads one line of stdin (without its newline) after a prompt on stderr.
+pub fn read_secret(prompt: &str) -> std::io::Result<String> {
+    eprint!("{prompt}");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -166,6 +210,15 @@ pub enum ClientCommand {
     Lock(lock::LockArgs),
     /// Observes and participates in leader election.
     Elect(elect::ElectArgs),
+    /// User related commands.
+    #[command(subcommand)]
+    User(auth::UserCommand),
+    /// Role related commands.
+    #[command(subcommand)]
+    Role(auth::RoleCommand),
+    /// Enable or disable authentication.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
 }
 
 /// A failed command: what etcdctl would print after `Error: `, and its exit code.
@@ -239,12 +292,18 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn connect_options(&self) -> ConnectOptions {
-        ConnectOptions {
+    pub fn connect_options(&self) -> Result<ConnectOptions, CliError> {
+        let credentials = credentials(
+            self.global.user.as_deref(),
+            self.global.password.as_deref(),
+            || read_secret("Password: "),
+        )?;
+        Ok(ConnectOptions {
             dial_timeout: self.global.dial_timeout,
             request_timeout: None,
             tls: self.global.client_tls(),
-        }
+            credentials,
+        })
     }
 
     /// Connects to the first endpoint of `--endpoints` that answers.
@@ -253,9 +312,16 @@ impl Context {
     }
 
     pub async fn connect_to(&self, endpoints: &[String]) -> Result<Client, CliError> {
-        Client::connect(endpoints, &self.connect_options())
+        Client::connect(endpoints, &self.connect_options()?)
             .await
-            .map_err(|e| CliError::new(exit::ERROR, e.to_string()))
+            .map_err(|e| {
+                // etcdctl fails to build its client when Authenticate fails: a bad connection.
+                let code = match e {
+                    crate::client::ClientError::Auth(_) => exit::BAD_CONNECTION,
+                    _ => exit::ERROR,
+                };
+                CliError::new(code, e.to_string())
+            })
     }
 
     /// Wraps a request so the server learns the command deadline (grpc-timeout).
@@ -322,6 +388,9 @@ pub async fn run(global: GlobalArgs, command: ClientCommand) -> anyhow::Result<i
         ClientCommand::Bench(args) => bench::run(&ctx, args).await,
         ClientCommand::Lock(args) => lock::run(&ctx, args).await,
         ClientCommand::Elect(args) => elect::run(&ctx, args).await,
+        ClientCommand::User(cmd) => auth::user(&ctx, cmd).await,
+        ClientCommand::Role(cmd) => auth::role(&ctx, cmd).await,
+        ClientCommand::Auth(cmd) => auth::auth(&ctx, cmd).await,
     };
     match result {
         Ok(code) => Ok(code),

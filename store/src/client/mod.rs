@@ -3,12 +3,19 @@
 //! A thin layer over the generated tonic clients: it normalises endpoints the way etcdctl does,
 //! dials them in order with a deadline, and raises message limits to etcd's. Callers use the
 //! typed gRPC clients directly, so every request field stays reachable.
+//!
+//! With credentials (`--user`), the client calls Authenticate once after connecting and every
+//! request, streams included, carries the token as the `token` metadata clientv3 sends.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_rustls::rustls::ClientConfig;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::tls::connect::TlsConnector;
@@ -36,7 +43,43 @@ pub enum ClientError {
         endpoints: Vec<String>,
         last: String,
     },
+    /// Authenticate failed; carries the server's status (etcd's error text).
+    #[error("{}", .0.message())]
+    Auth(tonic::Status),
+    #[error("the auth token is not valid metadata: {0}")]
+    BadToken(String),
 }
+
+/// A user name and password to authenticate with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+/// Adds the auth token (once there is one) to every request as the `token` metadata.
+#[derive(Debug, Clone, Default)]
+pub struct TokenInterceptor {
+    token: Arc<RwLock<Option<MetadataValue<Ascii>>>>,
+}
+
+impl TokenInterceptor {
+    fn set(&self, token: MetadataValue<Ascii>) {
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = Some(token);
+    }
+}
+
+impl Interceptor for TokenInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = self.token.read().unwrap_or_else(|p| p.into_inner()).clone() {
+            req.metadata_mut().insert("token", t);
+        }
+        Ok(req)
+    }
+}
+
+/// What the typed clients run on: the channel plus the token interceptor.
+pub type Transport = InterceptedService<Channel, TokenInterceptor>;
 
 /// How to reach a cluster.
 #[derive(Debug, Clone)]
@@ -47,6 +90,8 @@ pub struct ConnectOptions {
     /// TLS for endpoints without a scheme (etcdctl's `--cacert/--cert/--key/...`). `https://`
     /// endpoints always use TLS (the system's CAs when this is `None`), `http://` never does.
     pub tls: Option<ClientTls>,
+    /// Authenticate after connecting (etcdctl's `--user`/`--password`).
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ConnectOptions {
@@ -55,6 +100,7 @@ impl Default for ConnectOptions {
             dial_timeout: Duration::from_secs(2),
             request_timeout: None,
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -112,6 +158,7 @@ pub fn normalize_endpoint_tls(endpoint: &str, tls: bool) -> String {
 pub struct Client {
     channel: Channel,
     endpoint: String,
+    token: TokenInterceptor,
 }
 
 /// Largest message a client accepts: etcd clients send up to 2 MiB and receive without limit.
@@ -159,10 +206,15 @@ impl Client {
             };
             match tokio::time::timeout(opts.dial_timeout, connecting).await {
                 Ok(Ok(channel)) => {
-                    return Ok(Self {
+                    let client = Self {
                         channel,
                         endpoint: url,
-                    })
+                        token: TokenInterceptor::default(),
+                    };
+                    if let Some(creds) = &opts.credentials {
+                        client.authenticate(creds).await?;
+                    }
+                    return Ok(client);
                 }
                 Ok(Err(e)) => last = format!("{ep}: {}", with_causes(&e)),
                 Err(_) => last = format!("{ep}: dial timeout after {:?}", opts.dial_timeout),
@@ -179,31 +231,56 @@ impl Client {
         &self.endpoint
     }
 
-    pub fn channel(&self) -> Channel {
-        self.channel.clone()
+    /// The connection, with the auth token (if any) added to every request.
+    pub fn channel(&self) -> Transport {
+        InterceptedService::new(self.channel.clone(), self.token.clone())
     }
 
-    pub fn kv(&self) -> KvClient<Channel> {
+    /// Gets a token for `creds` and sends it with every later request. As clientv3 does, a
+    /// cluster with auth disabled is not an error: requests then go without a token.
+    pub async fn authenticate(&self, creds: &Credentials) -> Result<(), ClientError> {
+        let req = crate::proto::etcdserverpb::AuthenticateRequest {
+            name: creds.user.clone(),
+            password: creds.password.clone(),
+        };
+        match AuthClient::new(self.channel.clone())
+            .authenticate(req)
+            .await
+        {
+            Ok(resp) => {
+                let token = resp.into_inner().token;
+                let value = token
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|e| ClientError::BadToken(e.to_string()))?;
+                self.token.set(value);
+                Ok(())
+            }
+            Err(s) if s.message() == "etcdserver: authentication is not enabled" => Ok(()),
+            Err(s) => Err(ClientError::Auth(s)),
+        }
+    }
+
+    pub fn kv(&self) -> KvClient<Transport> {
         KvClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
     }
 
-    pub fn watch(&self) -> WatchClient<Channel> {
+    pub fn watch(&self) -> WatchClient<Transport> {
         WatchClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
     }
 
-    pub fn lease(&self) -> LeaseClient<Channel> {
+    pub fn lease(&self) -> LeaseClient<Transport> {
         LeaseClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
     }
 
-    pub fn cluster(&self) -> ClusterClient<Channel> {
+    pub fn cluster(&self) -> ClusterClient<Transport> {
         ClusterClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
     }
 
-    pub fn maintenance(&self) -> MaintenanceClient<Channel> {
+    pub fn maintenance(&self) -> MaintenanceClient<Transport> {
         MaintenanceClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
     }
 
-    pub fn auth(&self) -> AuthClient<Channel> {
+    pub fn auth(&self) -> AuthClient<Transport> {
         AuthClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
     }
 }

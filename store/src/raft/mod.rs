@@ -73,6 +73,14 @@ pub enum Command {
         name: String,
         client_urls: Vec<String>,
     },
+    /// A client write authorized at `auth_revision`: applied only while the auth state is still
+    /// at that revision (etcd's `revision of auth store is old`; clients re-authenticate).
+    Authorized {
+        auth_revision: u64,
+        command: Box<Command>,
+    },
+    /// Changes users, roles, permissions or the enabled flag, or issues a token (`auth`).
+    Auth(crate::auth::AuthCommand),
     /// Raises or clears an alarm (etcd's AlarmRequest: action, member id, alarm type).
     Alarm {
         action: i32,
@@ -103,6 +111,8 @@ pub enum CommandResult {
     Failed(MvccError),
     /// One result per command of a [`Command::Batch`], in order.
     Batch(Vec<CommandResult>),
+    /// An auth command etcd refuses (user exists, role not granted, ...).
+    AuthFailed(crate::api::errors::AuthError),
 }
 
 /// Name and client URLs a member published.

@@ -57,6 +57,7 @@ pub struct Inner {
     /// Snapshot and Hash RPCs), so a reader never sees half an entry.
     apply_lock: Mutex<()>,
     alarms: crate::alarm::AlarmStore,
+    auth: crate::auth::AuthStore,
     snapshot_dir: PathBuf,
     changes: broadcast::Sender<Arc<RevisionChanges>>,
 }
@@ -93,10 +94,13 @@ impl StateMachine {
         let (changes, _) = broadcast::channel(1024);
         let alarms = crate::alarm::AlarmStore::open(backend.clone())
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let auth = crate::auth::AuthStore::open(backend.clone())
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 apply_lock: Mutex::new(()),
                 alarms,
+                auth,
                 leases: Leases::new(backend.clone()),
                 lessor: Arc::new(Lessor::default()),
                 backend,
@@ -127,6 +131,10 @@ impl StateMachine {
 
     pub fn alarms(&self) -> &crate::alarm::AlarmStore {
         &self.inner.alarms
+    }
+
+    pub fn auth(&self) -> &crate::auth::AuthStore {
+        &self.inner.auth
     }
 
     fn apply_guard(&self) -> MutexGuard<'_, ()> {
@@ -177,6 +185,19 @@ impl StateMachine {
         if let Command::Batch(cmds) = cmd {
             let results = cmds.iter().map(|c| self.apply_command(c));
             return Ok(CommandResult::Batch(results.collect::<Result<_, _>>()?));
+        }
+        if let Command::Authorized {
+            auth_revision,
+            command,
+        } = cmd
+        {
+            if self.inner.auth.is_stale(*auth_revision) {
+                crate::metrics::proposal_failed();
+                return Ok(CommandResult::AuthFailed(
+                    crate::api::errors::AuthError::AuthOldRevision,
+                ));
+            }
+            return self.apply_command(command);
         }
         let mvcc = &self.inner.mvcc;
         let leases = &self.inner.leases;
@@ -233,6 +254,20 @@ impl StateMachine {
             }
             // Taken apart before this match.
             Command::Batch(_) => Ok((CommandResult::Batch(Vec::new()), 0, Vec::new())),
+            // Unwrapped above.
+            Command::Authorized { command, .. } => return self.apply_command(command),
+            Command::Auth(auth) => {
+                let answer = self
+                    .inner
+                    .auth
+                    .apply(auth)
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                let result = match answer {
+                    Ok(()) => CommandResult::Revision(mvcc.current_revision()),
+                    Err(e) => CommandResult::AuthFailed(e),
+                };
+                Ok((result, 0, Vec::new()))
+            }
             Command::PublishMember {
                 id,
                 name,
@@ -513,6 +548,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.inner.mvcc.reset(state.revision, state.compacted);
         self.inner
             .alarms
+            .reload()
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        self.inner
+            .auth
             .reload()
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         *guard = state;

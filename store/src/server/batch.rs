@@ -172,6 +172,7 @@ fn approx_size(cmd: &Command) -> usize {
         Command::DeleteRange(r) => r.encoded_len(),
         Command::Txn(r) => r.encoded_len(),
         Command::Batch(cmds) => cmds.iter().map(approx_size).sum(),
+        Command::Authorized { command, .. } => approx_size(command),
         _ => 64,
     }
 }

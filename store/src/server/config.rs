@@ -140,6 +140,12 @@ pub struct ServeArgs {
     /// Require peer client certificates signed by --peer-trusted-ca-file.
     #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH")]
     pub peer_client_cert_auth: bool,
+    /// Auth token type: `simple` (etcd's default). `jwt` is not supported.
+    #[arg(long, default_value = "simple", env = "ETCD_AUTH_TOKEN")]
+    pub auth_token: String,
+    /// Seconds a simple token stays valid without being used (etcd's default 300).
+    #[arg(long, default_value_t = 300, env = "ETCD_AUTH_TOKEN_TTL")]
+    pub auth_token_ttl: u64,
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info", env = "ETCD_LOG_LEVEL")]
     pub log_level: String,
@@ -159,6 +165,10 @@ pub enum AutoCompaction {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    #[error("--auth-token {0:?} is not supported (only \"simple\")")]
+    UnsupportedAuthToken(String),
+    #[error("--auth-token-ttl must be at least 1 second")]
+    ZeroAuthTokenTtl,
     #[error("invalid --initial-cluster entry {0:?} (want name=url)")]
     BadInitialCluster(String),
     #[error("--initial-cluster has no entry for member {name:?}")]
@@ -230,6 +240,13 @@ impl ServeArgs {
         }
         if self.watch_progress_notify_interval < Duration::from_millis(100) {
             return Err(ConfigError::ProgressIntervalTooShort);
+        }
+        // etcd's `--auth-token` is `simple` or `jwt,<options>`; only simple tokens exist here.
+        if self.auth_token.split(',').next() != Some("simple") {
+            return Err(ConfigError::UnsupportedAuthToken(self.auth_token.clone()));
+        }
+        if self.auth_token_ttl == 0 {
+            return Err(ConfigError::ZeroAuthTokenTtl);
         }
         for u in self
             .listen_client_urls

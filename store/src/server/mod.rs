@@ -22,13 +22,13 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
+use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
 use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
-use crate::api::unimplemented::AuthService;
 use crate::api::watch::WatchService;
 use crate::proto::cairnpeerpb::peer_server::PeerServer;
 use crate::proto::etcdserverpb::{
@@ -97,6 +97,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let log_store = LogStore::new(backend.clone()).context("starting the log's fsync thread")?;
     let sm = StateMachine::open(backend.clone(), member_dir.join("snap"))
         .context("opening the state machine")?;
+    sm.auth()
+        .tokens
+        .set_ttl(Duration::from_secs(args.auth_token_ttl));
     let raft = Raft::new(
         identity.member_id,
         Arc::new(config),
@@ -165,7 +168,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_state = http::HttpState::new(node.clone());
     // One Auth implementation for gRPC and the JSON gateway: the one place to swap in the real
     // auth service.
-    let auth = Arc::new(AuthService);
+    let auth = Arc::new(AuthService::new(node.clone()));
     // The gateway calls the same service implementations as gRPC.
     let gateway =
         gateway::Gateway::new(node.clone(), watch_config.clone(), auth.clone(), max_decode);

@@ -20,7 +20,8 @@ use crate::storage::{space, Backend, Batch, StorageError};
 /// Raft-meta key of the bootstrap marker a restored data dir carries until its first start.
 const BOOTSTRAP: &[u8] = b"Rrestored-bootstrap";
 
-/// The keyspaces a restore keeps: the data, not the old cluster's metadata (`M`).
+/// The keyspaces a restore keeps: the data, not the old cluster's metadata (`M`), except the
+/// auth state (users, roles, permissions), which belongs to the data as in etcd's backups.
 const RESTORED: [u8; 4] = [
     space::KV,
     space::REVISIONS,
@@ -138,7 +139,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         let backend = crate::storage::open(&building.join("db"))?;
         let mut batch = Batch::default();
         file.for_each_pair(|k, v| {
-            if !k.first().is_some_and(|p| RESTORED.contains(p)) {
+            if !k.first().is_some_and(|p| RESTORED.contains(p)) && k != crate::auth::STATE_KEY {
                 return Ok(());
             }
             batch.put(k.to_vec(), v.to_vec());

@@ -53,6 +53,8 @@ struct StreamLoop {
     next_id: i64,
     progress_requested: bool,
     leaderless_since: Option<Instant>,
+    /// Who opened the stream (None: auth off or no credentials); checked at each create.
+    user: Option<String>,
 }
 
 /// The client went away (or the stream must end with a status already sent).
@@ -107,6 +109,18 @@ impl StreamLoop {
             self.next_id
         };
         let spec = WatchSpec::from_request(&req);
+        if !self.permitted(&req) {
+            // etcd answers a forbidden create with a created+canceled response carrying the
+            // gRPC error's text, and keeps the stream open.
+            let mut resp = self.response(req.watch_id, current);
+            resp.created = true;
+            resp.canceled = true;
+            resp.cancel_reason = format!(
+                "rpc error: code = PermissionDenied desc = {}",
+                crate::api::errors::AuthError::PermissionDenied
+            );
+            return self.send(resp).await;
+        }
         let error = if self.watchers.contains_key(&id) {
             Some("mvcc: duplicate watch ID provided on the WatchStream")
         } else if spec.range.is_empty() {
@@ -141,6 +155,22 @@ impl StreamLoop {
         let mut resp = self.response(id, current);
         resp.created = true;
         self.send(resp).await
+    }
+
+    /// Whether the stream's user may read the watched range (an empty key means `\0`, as etcd).
+    /// Watchers already open when a permission is revoked keep running, as in etcd.
+    fn permitted(&self, req: &WatchCreateRequest) -> bool {
+        let key: &[u8] = if req.key.is_empty() { &[0] } else { &req.key };
+        self.node
+            .sm
+            .auth()
+            .check_range(
+                self.user.as_deref(),
+                key,
+                &req.range_end,
+                crate::auth::PermKind::Read,
+            )
+            .is_ok()
     }
 
     async fn cancel(&mut self, id: i64) -> Result<(), Closed> {
@@ -295,6 +325,7 @@ pub async fn run(
     node: Arc<Node>,
     config: WatchConfig,
     mut incoming: tonic::Streaming<WatchRequest>,
+    user: Option<String>,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
 ) {
     // Subscribe before any watcher reads the current revision, so no revision falls between
@@ -311,6 +342,7 @@ pub async fn run(
         next_id: 0,
         progress_requested: false,
         leaderless_since: None,
+        user,
     };
     loop {
         let behind = !s.all_synced();

@@ -208,7 +208,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Opens `conns` channels, spread round-robin over the endpoints.
 pub async fn connect_all(ctx: &Context, conns: usize) -> anyhow::Result<Vec<Client>> {
-    let opts = ctx.connect_options();
+    let opts = ctx.connect_options()?;
     let endpoints = &ctx.global.endpoints;
     if endpoints.is_empty() {
         anyhow::bail!("no endpoint given");

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::client::Transport;
 use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use super::keys::{self, Rng};
 use super::runner::{self, OpError, Outcome, Plan, Worker};
@@ -49,7 +49,7 @@ fn spread(watchers: usize, streams: usize) -> Vec<usize> {
 }
 
 struct StampedPut {
-    kv: KvClient<Channel>,
+    kv: KvClient<Transport>,
     prefix: Vec<u8>,
     key_size: usize,
     space: u64,

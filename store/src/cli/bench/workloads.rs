@@ -6,9 +6,9 @@
 
 use std::collections::HashMap;
 
+use crate::client::Transport;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::Streaming;
 
 use super::keys::{self, Rng};
@@ -71,7 +71,7 @@ fn sub_prefix(common: &CommonArgs, sub: &str) -> Vec<u8> {
 }
 
 /// The `client`-th task's KV client: clients share the connections round-robin.
-fn kv_for(conns: &[Client], client: usize) -> KvClient<Channel> {
+fn kv_for(conns: &[Client], client: usize) -> KvClient<Transport> {
     conns[client % conns.len()].kv()
 }
 
@@ -88,7 +88,7 @@ fn put_request(key: Vec<u8>, value: Vec<u8>, lease: i64) -> PutRequest {
 // put
 
 pub struct PutWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Transport>,
     prefix: Vec<u8>,
     key_size: usize,
     space: u64,
@@ -137,7 +137,7 @@ pub async fn put(ctx: &Context, a: PutArgs) -> anyhow::Result<Output> {
 // range
 
 pub struct RangeWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Transport>,
     key: Vec<u8>,
     serializable: bool,
 }
@@ -187,7 +187,7 @@ pub async fn range(ctx: &Context, a: RangeArgs) -> anyhow::Result<Output> {
 /// then put, else get)`; on a conflict the else-branch's read refreshes the cache and the update
 /// is tried again.
 pub struct Updater {
-    kv: KvClient<Channel>,
+    kv: KvClient<Transport>,
     cache: HashMap<Vec<u8>, i64>,
     value: Vec<u8>,
 }
@@ -328,7 +328,7 @@ pub async fn txn_put(ctx: &Context, a: TxnPutArgs) -> anyhow::Result<Output> {
 /// first page at the current revision (linearizable unless `serializable`), the rest pinned to
 /// that revision and continuing after the last key seen. Returns the number of keys.
 async fn paged_list(
-    kv: &mut KvClient<Channel>,
+    kv: &mut KvClient<Transport>,
     prefix: &[u8],
     limit: i64,
     serializable: bool,
@@ -366,7 +366,7 @@ async fn paged_list(
 }
 
 pub struct ListWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Transport>,
     prefix: Vec<u8>,
     limit: i64,
     serializable: bool,
@@ -412,7 +412,7 @@ pub async fn list(ctx: &Context, a: ListArgs) -> anyhow::Result<Output> {
 // lease-keepalive
 
 pub struct KeepAliveWorker {
-    lease: LeaseClient<Channel>,
+    lease: LeaseClient<Transport>,
     id: i64,
     tx: mpsc::Sender<LeaseKeepAliveRequest>,
     rx: Streaming<LeaseKeepAliveResponse>,
@@ -478,8 +478,8 @@ pub async fn lease_keepalive(ctx: &Context, a: LeaseArgs) -> anyhow::Result<Outp
 const MIX_KINDS: [&str; 4] = ["get", "list", "update", "lease-grant"];
 
 pub struct MixWorker {
-    kv: KvClient<Channel>,
-    lease: LeaseClient<Channel>,
+    kv: KvClient<Transport>,
+    lease: LeaseClient<Transport>,
     updater: Updater,
     objects: Vec<Vec<u8>>,
     owned: Vec<Vec<u8>>,
@@ -611,7 +611,7 @@ pub async fn k8s_mix(ctx: &Context, a: MixArgs) -> anyhow::Result<Output> {
 /// Writes keys `batch` at a time in one txn each: far fewer fsyncs than single puts, so a
 /// million keys load in minutes on a small machine.
 pub struct FillWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Transport>,
     prefix: Vec<u8>,
     key_size: usize,
     keys: u64,
