@@ -19,6 +19,7 @@ pub fn tls_options(tls: ClientTls) -> ConnectOptions {
         dial_timeout: Duration::from_secs(2),
         request_timeout: Some(Duration::from_secs(5)),
         tls: Some(tls),
+        credentials: None,
     }
 }
 
