@@ -63,6 +63,9 @@ pub enum Output {
 pub struct OpRecord {
     pub id: u64,
     pub client: usize,
+    /// The member the request went to.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint: String,
     pub key: String,
     pub input: Input,
     pub output: Output,

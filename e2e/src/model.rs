@@ -221,6 +221,7 @@ mod tests {
         OpRecord {
             id,
             client: 0,
+            endpoint: String::new(),
             key: key.into(),
             input,
             output,

@@ -226,6 +226,7 @@ mod tests {
         OpRecord {
             id,
             client: 0,
+            endpoint: String::new(),
             key: key.into(),
             input: Input::Put { value: v.into() },
             output: Output::Put { revision: rev },
