@@ -65,7 +65,12 @@ pub struct Member {
     /// `--election-timeout` in ms (tests that must restart a member before the others campaign
     /// raise it).
     pub election_timeout_ms: u64,
-    bin: PathBuf,
+    /// `--snapshot-count`: small values make members catch up through Raft snapshots.
+    pub snapshot_count: u64,
+    /// More `cairn serve` flags.
+    pub extra_args: Vec<String>,
+    /// The binary (a failpoints build in the crash tests).
+    pub bin: PathBuf,
     env: Vec<(String, String)>,
     child: Option<Child>,
     paused: bool,
@@ -129,10 +134,10 @@ impl Member {
             "50",
             "--election-timeout",
             &self.election_timeout_ms.to_string(),
-            // Small enough that restarted members catch up through Raft snapshots too.
-            "--snapshot-count",
-            "2000",
+                "--snapshot-count",
+            &self.snapshot_count.to_string(),
         ])
+        .args(&self.extra_args)
         .env("CAIRN_LOG", "info,openraft=error")
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(err));
@@ -237,6 +242,8 @@ impl Cluster {
                 initial_cluster: initial_cluster.clone(),
                 cluster_state: "new",
                 election_timeout_ms: 500,
+                snapshot_count: 2000,
+                extra_args: Vec::new(),
                 bin: bin.clone(),
                 env: Vec::new(),
                 child: None,
@@ -261,6 +268,8 @@ impl Cluster {
             initial_cluster,
             cluster_state: "existing",
             election_timeout_ms: 500,
+            snapshot_count: 2000,
+            extra_args: Vec::new(),
             bin: self.bin.clone(),
             env: Vec::new(),
             child: None,

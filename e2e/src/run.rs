@@ -222,7 +222,7 @@ async fn final_reads(w: &Workload, shared: &Shared, endpoints: &[String]) -> i64
 }
 
 /// No acknowledged write is lost: each one is still there at its revision (runs do not compact).
-async fn lost_writes(endpoint: &str, history: &[OpRecord]) -> Vec<String> {
+pub async fn lost_writes(endpoint: &str, history: &[OpRecord]) -> Vec<String> {
     let Some(c) = connect(endpoint).await else {
         return vec![format!("cannot reach {endpoint} for the lost-write check")];
     };
@@ -260,7 +260,7 @@ async fn lost_writes(endpoint: &str, history: &[OpRecord]) -> Vec<String> {
 }
 
 /// Every member reaches the same revision and the same HashKV there.
-async fn converged(endpoints: &[String]) -> Vec<String> {
+pub async fn converged(endpoints: &[String]) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     while tokio::time::Instant::now() < deadline {

@@ -435,6 +435,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut results = Vec::new();
         for entry in entries {
+            crate::crash_point!("raft::apply::before");
             let _apply = self.apply_guard();
             let mut state = self.lock().clone();
             let result = match &entry.payload {
@@ -449,6 +450,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state.revision = self.inner.mvcc.current_revision();
             state.compacted = self.inner.mvcc.compact_revision();
             self.persist(&state)?;
+            crate::crash_point!("raft::apply::after");
             *self.lock() = state;
             results.push(result);
         }
@@ -483,6 +485,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         backend
             .write(clear)
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        crate::crash_point!("raft::snapshot::install");
         let mut batch = Batch::default();
         for (k, v) in pairs {
             batch.put(k.to_vec(), v.to_vec());
