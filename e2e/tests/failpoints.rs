@@ -164,7 +164,15 @@ async fn crash_and_recover(s: Scenario) {
 
     let all = cluster.all_endpoints();
     let problems = run::converged(&all).await;
-    assert!(problems.is_empty(), "{}: {problems:?}\n{}", s.point, cluster.members[victim].log_tail(40));
+    if !problems.is_empty() {
+        let log = std::fs::read_to_string(&cluster.members[victim].log).unwrap_or_default();
+        let notable: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("panic") || l.contains("snapshot") || l.contains("failpoint"))
+            .take(20)
+            .collect();
+        panic!("{}: {problems:?}\n{}", s.point, notable.join("\n"));
+    }
     // Compaction removes old versions: check the latest write of each key then.
     let history: Vec<OpRecord> = if s.compact_every.is_some() {
         let mut last = std::collections::BTreeMap::new();
