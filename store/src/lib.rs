@@ -10,6 +10,7 @@ pub mod client;
 pub mod cluster;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
+pub mod fuzzing;
 pub mod lease;
 pub mod metrics;
 pub mod mvcc;
