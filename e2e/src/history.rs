@@ -12,9 +12,14 @@ use serde::{Deserialize, Serialize};
 pub enum Input {
     /// Linearizable Range of one key.
     Get,
-    Put { value: String },
+    Put {
+        value: String,
+    },
     /// Put bound to a lease granted just before (each lease is used for one put).
-    PutLease { value: String, lease: i64 },
+    PutLease {
+        value: String,
+        lease: i64,
+    },
     /// Txn: if the key's value is `expect` (`None`: the key is absent) then put `value`.
     Cas {
         expect: Option<String>,
@@ -22,7 +27,9 @@ pub enum Input {
     },
     Delete,
     /// LeaseRevoke of the lease `PutLease` attached to this key.
-    Revoke { lease: i64 },
+    Revoke {
+        lease: i64,
+    },
 }
 
 impl Input {
@@ -55,7 +62,9 @@ pub enum Output {
         revision: i64,
     },
     /// The request failed or timed out: it may or may not have taken effect.
-    Unknown { error: String },
+    Unknown {
+        error: String,
+    },
 }
 
 /// One operation as recorded. Times are nanoseconds since the run started.
@@ -77,8 +86,16 @@ impl OpRecord {
     /// The revision a successful write created, when it created one.
     pub fn write_revision(&self) -> Option<i64> {
         match (&self.input, &self.output) {
-            (Input::Put { .. } | Input::PutLease { .. }, Output::Put { revision }) => Some(*revision),
-            (Input::Cas { .. }, Output::Cas { succeeded: true, revision }) => Some(*revision),
+            (Input::Put { .. } | Input::PutLease { .. }, Output::Put { revision }) => {
+                Some(*revision)
+            }
+            (
+                Input::Cas { .. },
+                Output::Cas {
+                    succeeded: true,
+                    revision,
+                },
+            ) => Some(*revision),
             (Input::Delete, Output::Delete { deleted, revision }) if *deleted > 0 => {
                 Some(*revision)
             }

@@ -10,9 +10,9 @@
 pub mod history;
 pub mod linearizability;
 pub mod model;
-pub mod watch_check;
 pub mod nemesis;
 pub mod procs;
 pub mod run;
+pub mod watch_check;
 pub mod watchers;
 pub mod workload;

@@ -21,7 +21,8 @@ pub trait Model {
     type Output: Debug;
     fn init() -> Self::State;
     /// The state after applying `input` in `state`, if `output` is what the model would answer.
-    fn step(state: &Self::State, input: &Self::Input, output: &Self::Output) -> Option<Self::State>;
+    fn step(state: &Self::State, input: &Self::Input, output: &Self::Output)
+        -> Option<Self::State>;
 }
 
 /// One operation of a history: call and return times on one monotonic clock.
@@ -39,7 +40,9 @@ pub struct Operation<I, O> {
 pub enum Verdict {
     Linearizable,
     /// Not linearizable; the longest sequence of operation indices the search could linearize.
-    Violation { longest_prefix: Vec<usize> },
+    Violation {
+        longest_prefix: Vec<usize>,
+    },
     /// The search ran past its deadline.
     Unknown,
 }
@@ -180,10 +183,7 @@ pub fn check<M: Model>(
 
 /// Shrinks a violating history: drops operations one at a time while the rest still violates,
 /// so a failure report shows only what is needed to see it. Bounded by `deadline`.
-pub fn minimize<M: Model>(
-    ops: &[Operation<M::Input, M::Output>],
-    deadline: Instant,
-) -> Vec<usize>
+pub fn minimize<M: Model>(ops: &[Operation<M::Input, M::Output>], deadline: Instant) -> Vec<usize>
 where
     M::Input: Clone,
     M::Output: Clone,
@@ -198,10 +198,7 @@ where
             .map(|(_, &k)| k)
             .collect();
         let sub: Vec<_> = candidate.iter().map(|&k| ops[k].clone()).collect();
-        if matches!(
-            check::<M>(&sub, Some(deadline)),
-            Verdict::Violation { .. }
-        ) {
+        if matches!(check::<M>(&sub, Some(deadline)), Verdict::Violation { .. }) {
             keep = candidate;
         } else {
             i += 1;
@@ -240,7 +237,12 @@ mod tests {
         }
     }
 
-    fn op(input: In, output: Option<u32>, call: u64, ret: Option<u64>) -> Operation<In, Option<u32>> {
+    fn op(
+        input: In,
+        output: Option<u32>,
+        call: u64,
+        ret: Option<u64>,
+    ) -> Operation<In, Option<u32>> {
         Operation {
             input,
             output,
@@ -337,10 +339,7 @@ mod tests {
 
     #[test]
     fn unknown_outcome_cannot_take_effect_before_its_call() {
-        let h = [
-            op(In::R, Some(5), 0, Some(1)),
-            op(In::W(5), None, 2, None),
-        ];
+        let h = [op(In::R, Some(5), 0, Some(1)), op(In::W(5), None, 2, None)];
         assert!(matches!(verdict(&h), Verdict::Violation { .. }));
     }
 

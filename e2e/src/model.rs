@@ -272,7 +272,12 @@ mod tests {
                 30,
             ),
         ];
-        assert_eq!(check_linearizable(&h, Duration::from_secs(5)).violations.len(), 1);
+        assert_eq!(
+            check_linearizable(&h, Duration::from_secs(5))
+                .violations
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -290,7 +295,14 @@ mod tests {
                 10,
             ),
             rec(2, "l", put("y"), Output::Put { revision: 3 }, 11, 12),
-            rec(3, "l", Input::Revoke { lease: 7 }, Output::Revoke { revision: 3 }, 13, 14),
+            rec(
+                3,
+                "l",
+                Input::Revoke { lease: 7 },
+                Output::Revoke { revision: 3 },
+                13,
+                14,
+            ),
             rec(4, "l", Input::Get, got(Some("y"), 3, 3), 15, 16),
         ];
         let r = check_linearizable(&h, Duration::from_secs(5));
@@ -300,7 +312,16 @@ mod tests {
     #[test]
     fn timed_out_write_seen_later_is_fine_and_per_key_partitions_are_independent() {
         let h = [
-            rec(1, "a", put("x"), Output::Unknown { error: "timeout".into() }, 0, 10),
+            rec(
+                1,
+                "a",
+                put("x"),
+                Output::Unknown {
+                    error: "timeout".into(),
+                },
+                0,
+                10,
+            ),
             rec(2, "b", put("z"), Output::Put { revision: 2 }, 1, 5),
             rec(3, "a", Input::Get, got(None, 0, 2), 20, 30),
             rec(4, "a", Input::Get, got(Some("x"), 3, 3), 40, 50),
@@ -330,7 +351,17 @@ mod tests {
         let fine = [
             rec(1, "a", put("x"), Output::Put { revision: 5 }, 0, 10),
             rec(2, "a", Input::Get, got(Some("x"), 5, 5), 20, 30),
-            rec(3, "a", Input::Delete, Output::Delete { deleted: 1, revision: 6 }, 40, 50),
+            rec(
+                3,
+                "a",
+                Input::Delete,
+                Output::Delete {
+                    deleted: 1,
+                    revision: 6,
+                },
+                40,
+                50,
+            ),
         ];
         assert!(check_revisions(&fine).is_empty());
     }

@@ -184,7 +184,8 @@ async fn inject(
             let note = match connect(&eps[li]).await {
                 Some(c) => match tokio::time::timeout(
                     Duration::from_secs(10),
-                    c.maintenance().move_leader(MoveLeaderRequest { target_id: to_id }),
+                    c.maintenance()
+                        .move_leader(MoveLeaderRequest { target_id: to_id }),
                 )
                 .await
                 {
@@ -261,7 +262,11 @@ async fn replace_member(
         .members
         .iter()
         .map(|m| {
-            let n = if m.id == new_id { name.as_str() } else { m.name.as_str() };
+            let n = if m.id == new_id {
+                name.as_str()
+            } else {
+                m.name.as_str()
+            };
             format!("{n}={}", m.peer_ur_ls.first().cloned().unwrap_or_default())
         })
         .collect::<Vec<_>>()
@@ -299,5 +304,8 @@ async fn replace_member(
         .await
         .map(|r| r.into_inner().members.len())
         .unwrap_or(0);
-    (name, format!("not promoted after 30s ({listed} members): {last}"))
+    (
+        name,
+        format!("not promoted after 30s ({listed} members): {last}"),
+    )
 }

@@ -134,7 +134,7 @@ impl Member {
             "50",
             "--election-timeout",
             &self.election_timeout_ms.to_string(),
-                "--snapshot-count",
+            "--snapshot-count",
             &self.snapshot_count.to_string(),
         ])
         .args(&self.extra_args)
@@ -144,7 +144,10 @@ impl Member {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        self.child = Some(cmd.spawn().map_err(io(format!("spawn {}", self.bin.display())))?);
+        self.child = Some(
+            cmd.spawn()
+                .map_err(io(format!("spawn {}", self.bin.display())))?,
+        );
         self.paused = false;
         Ok(())
     }
@@ -258,7 +261,12 @@ impl Cluster {
     }
 
     /// Lays out a member that will join with `--initial-cluster-state existing`.
-    pub fn add_joiner(&mut self, name: &str, peer_port: u16, initial_cluster: String) -> Result<usize, ProcError> {
+    pub fn add_joiner(
+        &mut self,
+        name: &str,
+        peer_port: u16,
+        initial_cluster: String,
+    ) -> Result<usize, ProcError> {
         self.members.push(Member {
             name: name.to_string(),
             client_port: free_port()?,
@@ -306,7 +314,12 @@ pub async fn status(endpoint: &str) -> Option<(u64, u64, u64, i64)> {
         request_timeout: Some(Duration::from_secs(1)),
     };
     let c = Client::connect(&[endpoint.to_string()], &opts).await.ok()?;
-    let s = c.maintenance().status(StatusRequest {}).await.ok()?.into_inner();
+    let s = c
+        .maintenance()
+        .status(StatusRequest {})
+        .await
+        .ok()?
+        .into_inner();
     let h = s.header?;
     Some((h.member_id, s.leader, s.raft_term, h.revision))
 }

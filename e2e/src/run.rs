@@ -71,7 +71,10 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
     let mut cluster = Cluster::new(cfg.members, &cfg.dir)?;
     cluster.start_all()?;
     let eps = cluster.all_endpoints();
-    if procs::wait_leader(&eps, Duration::from_secs(30)).await.is_none() {
+    if procs::wait_leader(&eps, Duration::from_secs(30))
+        .await
+        .is_none()
+    {
         return Err(RunError::NoLeader(Duration::from_secs(30)));
     }
     let cluster = Arc::new(Mutex::new(cluster));
@@ -125,7 +128,8 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
     // Final linearizable reads of every key become part of the history: an acknowledged write
     // that was lost shows up as a violation there.
     let final_revision = final_reads(&cfg.workload, &shared, &all).await;
-    ws.final_revision.store(final_revision.max(1), Ordering::SeqCst);
+    ws.final_revision
+        .store(final_revision.max(1), Ordering::SeqCst);
     for w in watcher_tasks {
         let _ = w.await;
     }
@@ -148,22 +152,39 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
             v.minimal.len()
         );
         for op in &v.minimal {
-            text.push_str(&format!("\n    {}", serde_json::to_string(op).unwrap_or_default()));
+            text.push_str(&format!(
+                "\n    {}",
+                serde_json::to_string(op).unwrap_or_default()
+            ));
         }
         problems.push(text);
     }
     for k in &lin.undecided {
-        problems.push(format!("key {k}: the linearizability search ran out of time"));
+        problems.push(format!(
+            "key {k}: the linearizability search ran out of time"
+        ));
     }
     problems.extend(model::check_revisions(&history));
-    problems.extend(watch_check::check_watches(&watch_records, &history, final_revision));
+    problems.extend(watch_check::check_watches(
+        &watch_records,
+        &history,
+        final_revision,
+    ));
 
-    let count = |f: Fault| faults.iter().filter(|r: &&FaultRecord| r.fault == f).count();
+    let count = |f: Fault| {
+        faults
+            .iter()
+            .filter(|r: &&FaultRecord| r.fault == f)
+            .count()
+    };
     Ok(Report {
         seed: cfg.seed,
         duration_secs: cfg.duration.as_secs_f64(),
         operations: history.len(),
-        acknowledged_writes: history.iter().filter(|o| o.write_revision().is_some()).count(),
+        acknowledged_writes: history
+            .iter()
+            .filter(|o| o.write_revision().is_some())
+            .count(),
         unknown_outcomes: history
             .iter()
             .filter(|o| matches!(o.output, Output::Unknown { .. }))
@@ -176,7 +197,11 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
                 _ => 0,
             })
             .sum(),
-        faults: Fault::ALL.iter().map(|&f| (f, count(f))).filter(|(_, n)| *n > 0).collect(),
+        faults: Fault::ALL
+            .iter()
+            .map(|&f| (f, count(f)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
         final_revision,
         problems,
         dir: cfg.dir.clone(),
@@ -228,7 +253,9 @@ pub async fn lost_writes(endpoint: &str, history: &[OpRecord]) -> Vec<String> {
     };
     let mut problems = Vec::new();
     for op in history {
-        let Some(rev) = op.write_revision() else { continue };
+        let Some(rev) = op.write_revision() else {
+            continue;
+        };
         let req = RangeRequest {
             key: op.key.as_bytes().to_vec(),
             revision: rev,
@@ -237,7 +264,12 @@ pub async fn lost_writes(endpoint: &str, history: &[OpRecord]) -> Vec<String> {
         let got = match c.kv().range(req).await {
             Ok(r) => r.into_inner(),
             Err(e) => {
-                problems.push(format!("op {}: reading {} at {rev}: {}", op.id, op.key, e.message()));
+                problems.push(format!(
+                    "op {}: reading {} at {rev}: {}",
+                    op.id,
+                    op.key,
+                    e.message()
+                ));
                 continue;
             }
         };
@@ -252,7 +284,10 @@ pub async fn lost_writes(endpoint: &str, history: &[OpRecord]) -> Vec<String> {
                 op.id,
                 op.input,
                 op.key,
-                kv.map(|kv| (String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision))
+                kv.map(|kv| (
+                    String::from_utf8_lossy(&kv.value).into_owned(),
+                    kv.mod_revision
+                ))
             ));
         }
     }

@@ -52,7 +52,9 @@ pub fn check_watches(
                 let w = watchers.entry(*watcher).or_default();
                 for e in events {
                     let rev = e.mod_revision;
-                    if rev <= w.last && !(rev == w.last && same_response(&rev_response, *watcher, rev, n)) {
+                    if rev <= w.last
+                        && !(rev == w.last && same_response(&rev_response, *watcher, rev, n))
+                    {
                         problems.push(format!(
                             "watcher {watcher}: event {} at revision {rev} arrived after revision {} was delivered or bookmarked",
                             e.key, w.last
@@ -65,8 +67,7 @@ pub fn check_watches(
                             ));
                         }
                     }
-                    if w
-                        .events
+                    if w.events
                         .insert((rev, e.key.clone()), (n, e.clone()))
                         .is_some()
                     {
@@ -206,7 +207,10 @@ pub fn check_watches(
     let revs: Vec<i64> = log.keys().map(|(r, _)| *r).collect();
     if let (Some(&lo), Some(&hi)) = (revs.first(), revs.last()) {
         let present: HashSet<i64> = revs.iter().copied().collect();
-        let missing: Vec<i64> = (lo..=hi).filter(|r| !present.contains(r)).take(10).collect();
+        let missing: Vec<i64> = (lo..=hi)
+            .filter(|r| !present.contains(r))
+            .take(10)
+            .collect();
         if !missing.is_empty() {
             problems.push(format!("no watcher saw revisions {missing:?}"));
         }
@@ -260,7 +264,11 @@ mod tests {
     }
 
     fn history() -> Vec<OpRecord> {
-        vec![put_op(1, "a", "x", 2), put_op(2, "b", "y", 3), put_op(3, "a", "z", 4)]
+        vec![
+            put_op(1, "a", "x", 2),
+            put_op(2, "b", "y", 3),
+            put_op(3, "a", "z", 4),
+        ]
     }
 
     #[test]
@@ -281,7 +289,10 @@ mod tests {
 
     #[test]
     fn missing_duplicate_and_reordered_events_are_caught() {
-        let missed = vec![created(0, 1), events(0, vec![ev("a", "x", 2), ev("a", "z", 4)])];
+        let missed = vec![
+            created(0, 1),
+            events(0, vec![ev("a", "x", 2), ev("a", "z", 4)]),
+        ];
         assert!(!check_watches(&missed, &history(), 4).is_empty());
         let dup = vec![
             created(0, 1),
@@ -315,7 +326,10 @@ mod tests {
 
     #[test]
     fn a_watcher_that_never_caught_up_or_saw_a_phantom_write_is_caught() {
-        let behind = vec![created(0, 1), events(0, vec![ev("a", "x", 2), ev("b", "y", 3)])];
+        let behind = vec![
+            created(0, 1),
+            events(0, vec![ev("a", "x", 2), ev("b", "y", 3)]),
+        ];
         assert!(!check_watches(&behind, &history(), 4).is_empty());
         let phantom = vec![
             created(0, 1),

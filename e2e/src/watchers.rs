@@ -88,11 +88,8 @@ pub async fn run_watcher(
         if tx.send(create).await.is_err() {
             continue;
         }
-        let stream = tokio::time::timeout(
-            STALL,
-            client.watch().watch(ReceiverStream::new(rx)),
-        )
-        .await;
+        let stream =
+            tokio::time::timeout(STALL, client.watch().watch(ReceiverStream::new(rx))).await;
         let Ok(Ok(stream)) = stream else {
             continue;
         };

@@ -141,7 +141,9 @@ pub async fn run_client(id: usize, seed: u64, w: Workload, shared: Arc<Shared>) 
                     // deletes (expiry would make the key's history depend on timing).
                     let grant = tokio::time::timeout(
                         w.request_timeout,
-                        client.lease().lease_grant(LeaseGrantRequest { ttl: 3600, id: 0 }),
+                        client
+                            .lease()
+                            .lease_grant(LeaseGrantRequest { ttl: 3600, id: 0 }),
                     )
                     .await;
                     match grant {
@@ -171,16 +173,16 @@ pub async fn run_client(id: usize, seed: u64, w: Workload, shared: Arc<Shared>) 
             (k, input)
         };
         let call = shared.now();
-        let output = match tokio::time::timeout(w.request_timeout, execute(&client, &k, &input)).await
-        {
-            Ok(Ok(o)) => o,
-            Ok(Err(status)) => Output::Unknown {
-                error: format!("{:?}: {}", status.code(), status.message()),
-            },
-            Err(_) => Output::Unknown {
-                error: "client timeout".into(),
-            },
-        };
+        let output =
+            match tokio::time::timeout(w.request_timeout, execute(&client, &k, &input)).await {
+                Ok(Ok(o)) => o,
+                Ok(Err(status)) => Output::Unknown {
+                    error: format!("{:?}: {}", status.code(), status.message()),
+                },
+                Err(_) => Output::Unknown {
+                    error: "client timeout".into(),
+                },
+            };
         let ret = shared.now();
         match (&input, &output) {
             (_, Output::Unknown { .. }) => conn = None,

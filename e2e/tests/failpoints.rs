@@ -158,9 +158,16 @@ async fn crash_and_recover(s: Scenario) {
     );
     w.write(&others, 20, s.compact_every).await;
     cluster.members[victim].set_env("FAILPOINTS", None);
-    cluster.members[victim].start().expect("restart without failpoints");
+    cluster.members[victim]
+        .start()
+        .expect("restart without failpoints");
     w.write(&cluster.all_endpoints(), 20, s.compact_every).await;
-    assert!(w.acked.len() >= 40, "{}: only {} writes acknowledged", s.point, w.acked.len());
+    assert!(
+        w.acked.len() >= 40,
+        "{}: only {} writes acknowledged",
+        s.point,
+        w.acked.len()
+    );
 
     let all = cluster.all_endpoints();
     let problems = run::converged(&all).await;

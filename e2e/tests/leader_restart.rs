@@ -27,7 +27,10 @@ async fn a_restarted_leader_reads_every_write_it_acknowledged() {
         let (leader_ep, _) = procs::wait_leader(&eps, Duration::from_secs(60))
             .await
             .expect("a leader");
-        let li = eps.iter().position(|e| *e == leader_ep).expect("leader is a member");
+        let li = eps
+            .iter()
+            .position(|e| *e == leader_ep)
+            .expect("leader is a member");
         let client = connect(&leader_ep).await.expect("connect to the leader");
         let mut acked = 0;
         for i in 0..30 {

@@ -47,6 +47,12 @@ async fn torture_smoke_every_nemesis() {
             kept.display()
         );
     }
-    assert!(report.acknowledged_writes > 100, "too little work done: {report:?}");
-    assert!(!report.faults.is_empty(), "the nemesis injected nothing: {report:?}");
+    assert!(
+        report.acknowledged_writes > 100,
+        "too little work done: {report:?}"
+    );
+    assert!(
+        !report.faults.is_empty(),
+        "the nemesis injected nothing: {report:?}"
+    );
 }

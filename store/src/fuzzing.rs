@@ -55,7 +55,9 @@ impl Store {
 
     /// Range: decode, validate, read at the requested revision.
     pub fn range(&self, data: &[u8]) {
-        let Ok(req) = RangeRequest::decode(data) else { return };
+        let Ok(req) = RangeRequest::decode(data) else {
+            return;
+        };
         self.range_request(&req);
     }
 
@@ -66,23 +68,36 @@ impl Store {
         let Ok(rev) = self.mvcc.check_read_revision(req.revision) else {
             return;
         };
-        let Ok(res) = self.mvcc.range(req, rev) else { return };
+        let Ok(res) = self.mvcc.range(req, rev) else {
+            return;
+        };
         if req.limit > 0 {
             assert!(res.kvs.len() as i64 <= req.limit, "more kvs than the limit");
         }
         if !req.count_only {
-            assert!(res.count >= res.kvs.len() as i64, "count below the kvs returned");
+            assert!(
+                res.count >= res.kvs.len() as i64,
+                "count below the kvs returned"
+            );
         }
         for kv in &res.kvs {
-            assert!(kv.mod_revision <= rev, "a version newer than the read revision");
-            assert!(kv.create_revision <= kv.mod_revision, "created after modified");
+            assert!(
+                kv.mod_revision <= rev,
+                "a version newer than the read revision"
+            );
+            assert!(
+                kv.create_revision <= kv.mod_revision,
+                "created after modified"
+            );
         }
     }
 
     /// Txn: decode, validate, apply; a failed txn must leave the revision alone, a successful
     /// one moves it by at most one.
     pub fn txn(&self, data: &[u8]) {
-        let Ok(req) = TxnRequest::decode(data) else { return };
+        let Ok(req) = TxnRequest::decode(data) else {
+            return;
+        };
         self.txn_request(&req);
     }
 
@@ -140,7 +155,9 @@ impl Drop for Store {
 
 /// Watch: decode a request; for a create, select from synthetic events and fragment them.
 pub fn watch(data: &[u8]) {
-    let Ok(req) = WatchRequest::decode(data) else { return };
+    let Ok(req) = WatchRequest::decode(data) else {
+        return;
+    };
     let Some(RequestUnion::CreateRequest(create)) = req.request_union else {
         return;
     };
@@ -168,5 +185,9 @@ pub fn watch(data: &[u8]) {
     let total = selected.len();
     let limit = (create.key.len() % 64) + 1;
     let parts = fragments(selected, limit);
-    assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), total, "fragments lost events");
+    assert_eq!(
+        parts.iter().map(Vec::len).sum::<usize>(),
+        total,
+        "fragments lost events"
+    );
 }

@@ -102,7 +102,9 @@ fn watch(rng: &mut StdRng) -> WatchRequest {
             range_end: key(rng),
             start_revision: small(rng),
             progress_notify: rng.gen(),
-            filters: (0..rng.gen_range(0..3)).map(|_| rng.gen_range(-1..3)).collect(),
+            filters: (0..rng.gen_range(0..3))
+                .map(|_| rng.gen_range(-1..3))
+                .collect(),
             prev_kv: rng.gen(),
             watch_id: small(rng),
             fragment: rng.gen(),

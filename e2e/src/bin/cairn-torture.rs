@@ -12,7 +12,10 @@ use cairn_e2e::workload::Workload;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(name = "cairn-torture", about = "Fault injection and history checking for cairn")]
+#[command(
+    name = "cairn-torture",
+    about = "Fault injection and history checking for cairn"
+)]
 struct Args {
     /// How long the workload and the nemesis run (humantime: 90s, 10m, 2h).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -62,7 +65,9 @@ async fn main() -> anyhow::Result<()> {
     let mut failed = 0;
     for i in 0..args.runs {
         let seed = first_seed.wrapping_add(u64::from(i));
-        let tmp = tempfile::Builder::new().prefix("cairn-torture-").tempdir()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("cairn-torture-")
+            .tempdir()?;
         let dir = match &args.dir {
             Some(d) => d.join(format!("seed-{seed}")),
             None => tmp.path().to_path_buf(),
@@ -80,7 +85,10 @@ async fn main() -> anyhow::Result<()> {
             },
             dir,
         };
-        eprintln!("cairn-torture: seed {seed}, {:?}, nemesis {}", args.duration, args.nemesis);
+        eprintln!(
+            "cairn-torture: seed {seed}, {:?}, nemesis {}",
+            args.duration, args.nemesis
+        );
         let report = run::run(cfg).await?;
         println!("{}", serde_json::to_string(&report)?);
         if report.ok() {
@@ -89,7 +97,10 @@ async fn main() -> anyhow::Result<()> {
             failed += 1;
             let _ = tmp.keep();
             eprintln!("{}", run::describe(&report));
-            eprintln!("repeat with: cairn-torture --seed {seed} --duration {:?} --nemesis {}", args.duration, args.nemesis);
+            eprintln!(
+                "repeat with: cairn-torture --seed {seed} --duration {:?} --nemesis {}",
+                args.duration, args.nemesis
+            );
         }
     }
     if failed > 0 {

@@ -115,6 +115,7 @@ impl StateMachine {
     /// log up to it; so a saved snapshot ahead of what the state machine applied means the
     /// rewrite did not complete, and the only way forward is to redo it (without this, the
     /// member restarted with its log purged past its snapshot and openraft refused to start).
+    #[allow(clippy::result_large_err)] // openraft's StorageError, like the trait's methods
     fn recover_interrupted_install(&self) -> Result<(), StorageError<NodeId>> {
         let (snap, meta_path) = self.snapshot_paths();
         let (Ok(data), Ok(raw_meta)) = (std::fs::read(&snap), std::fs::read(&meta_path)) else {
@@ -520,6 +521,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 impl StateMachine {
     /// Replaces the state machine with a snapshot's contents.
+    #[allow(clippy::result_large_err)] // openraft's StorageError, like the trait's methods
     fn install_data(
         &self,
         meta: &SnapshotMeta<NodeId, Member>,
