@@ -12,6 +12,7 @@ pub mod linearizability;
 pub mod model;
 pub mod nemesis;
 pub mod procs;
+pub mod proxy;
 pub mod run;
 pub mod watch_check;
 pub mod watchers;

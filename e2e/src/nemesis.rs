@@ -34,17 +34,27 @@ pub enum Fault {
     MoveLeader,
     /// Remove a follower, wipe it, add it back as a learner with a new identity, promote it.
     Member,
+    /// Cut a random member off from what the others send it (its peer proxy blackholes).
+    Partition,
+    /// The same, aimed at the leader.
+    PartitionLeader,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 8] = [
         Fault::Kill,
         Fault::KillLeader,
         Fault::Pause,
         Fault::PauseLeader,
         Fault::MoveLeader,
         Fault::Member,
+        Fault::Partition,
+        Fault::PartitionLeader,
     ];
+
+    pub fn needs_proxies(self) -> bool {
+        matches!(self, Fault::Partition | Fault::PartitionLeader)
+    }
 }
 
 impl FromStr for Fault {
@@ -57,6 +67,8 @@ impl FromStr for Fault {
             "pause-leader" => Fault::PauseLeader,
             "move-leader" => Fault::MoveLeader,
             "member" => Fault::Member,
+            "partition" => Fault::Partition,
+            "partition-leader" => Fault::PartitionLeader,
             other => return Err(format!("unknown nemesis {other:?}")),
         })
     }
@@ -114,9 +126,12 @@ pub async fn run_nemesis(
     log
 }
 
-/// Resumes paused members and starts stopped ones.
+/// Heals partitions, resumes paused members and starts stopped ones.
 pub async fn heal(cluster: &Mutex<Cluster>) {
     let mut c = cluster.lock().await;
+    for p in c.proxies.iter().flatten() {
+        p.unblock();
+    }
     for m in &mut c.members {
         m.resume();
         if !m.is_running() {
@@ -198,6 +213,27 @@ async fn inject(
             (eps[to].clone(), note)
         }
         Fault::Member => replace_member(rng, cluster, shared).await,
+        Fault::Partition | Fault::PartitionLeader => {
+            let target = if fault == Fault::Partition {
+                rng.gen_range(0..n)
+            } else {
+                match leader_index(cluster).await {
+                    Some((i, _)) => i,
+                    None => return (String::new(), "no leader to aim at".into()),
+                }
+            };
+            let name = {
+                let c = cluster.lock().await;
+                match c.proxies.get(target) {
+                    Some(Some(p)) => p.block(),
+                    _ => return (c.members[target].name.clone(), "no peer proxy".into()),
+                }
+                c.members[target].name.clone()
+            };
+            tokio::time::sleep(hold).await;
+            heal(cluster).await;
+            (name, String::new())
+        }
     }
 }
 
@@ -275,11 +311,14 @@ async fn replace_member(
         let mut c = cluster.lock().await;
         let m = &mut c.members[victim];
         m.peer_port = new_port;
+        m.listen_peer_port = new_port;
         m.initial_cluster = initial_cluster;
         m.cluster_state = "existing";
         if let Err(e) = m.start() {
             return (name, format!("restart failed: {e}"));
         }
+        // It now listens where it advertises: no proxy in front of it any more.
+        c.proxies[victim] = None;
         if let Ok(mut eps) = shared.endpoints.lock() {
             *eps = c.all_endpoints();
         }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use cairn_store::client::{Client, ConnectOptions};
 use cairn_store::proto::etcdserverpb::StatusRequest;
 
+use crate::proxy::Proxy;
+
 /// Errors from controlling processes.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
@@ -56,7 +58,10 @@ pub fn free_port() -> Result<u16, ProcError> {
 pub struct Member {
     pub name: String,
     pub client_port: u16,
+    /// The peer port the member advertises (a proxy's, when partitions are injected).
     pub peer_port: u16,
+    /// The peer port the member listens on.
+    pub listen_peer_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub initial_cluster: String,
@@ -123,7 +128,7 @@ impl Member {
             "--advertise-client-urls",
             &self.endpoint(),
             "--listen-peer-urls",
-            &self.peer_url(),
+            &format!("http://127.0.0.1:{}", self.listen_peer_port),
             "--initial-advertise-peer-urls",
             &self.peer_url(),
             "--initial-cluster",
@@ -215,6 +220,8 @@ impl Drop for Member {
 /// The members of one run, in a directory that outlives the run when asked to (post-mortems).
 pub struct Cluster {
     pub members: Vec<Member>,
+    /// For each member, the proxy in front of its peer listener (partitions), if any.
+    pub proxies: Vec<Option<Proxy>>,
     pub dir: PathBuf,
     bin: PathBuf,
 }
@@ -222,24 +229,51 @@ pub struct Cluster {
 impl Cluster {
     /// Lays out (does not start) `n` founding members under `dir`.
     pub fn new(n: usize, dir: &Path) -> Result<Cluster, ProcError> {
-        let bin = cairn_bin()?;
         let mut ports = Vec::new();
         for _ in 0..n {
-            ports.push((free_port()?, free_port()?));
+            let peer = free_port()?;
+            ports.push((free_port()?, peer, peer));
         }
+        Self::lay_out(ports, dir, Vec::new())
+    }
+
+    /// Like `new`, with a fault-injecting proxy in front of each member's peer listener.
+    pub async fn new_proxied(n: usize, dir: &Path) -> Result<Cluster, ProcError> {
+        let mut ports = Vec::new();
+        let mut proxies = Vec::new();
+        for _ in 0..n {
+            let listen = free_port()?;
+            let proxy = Proxy::start(listen)
+                .await
+                .map_err(io("start a peer proxy"))?;
+            ports.push((free_port()?, proxy.port, listen));
+            proxies.push(Some(proxy));
+        }
+        Self::lay_out(ports, dir, proxies)
+    }
+
+    /// (client port, advertised peer port, listening peer port) per member.
+    fn lay_out(
+        ports: Vec<(u16, u16, u16)>,
+        dir: &Path,
+        mut proxies: Vec<Option<Proxy>>,
+    ) -> Result<Cluster, ProcError> {
+        let bin = cairn_bin()?;
+        proxies.resize_with(ports.len(), || None);
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
+            .map(|(i, (_, p, _))| format!("m{i}=http://127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(",");
         let members = ports
             .iter()
             .enumerate()
-            .map(|(i, (c, p))| Member {
+            .map(|(i, (c, p, l))| Member {
                 name: format!("m{i}"),
                 client_port: *c,
                 peer_port: *p,
+                listen_peer_port: *l,
                 data_dir: dir.join(format!("m{i}")),
                 log: dir.join(format!("m{i}.log")),
                 initial_cluster: initial_cluster.clone(),
@@ -255,6 +289,7 @@ impl Cluster {
             .collect();
         Ok(Cluster {
             members,
+            proxies,
             dir: dir.to_path_buf(),
             bin,
         })
@@ -271,6 +306,7 @@ impl Cluster {
             name: name.to_string(),
             client_port: free_port()?,
             peer_port,
+            listen_peer_port: peer_port,
             data_dir: self.dir.join(name),
             log: self.dir.join(format!("{name}.log")),
             initial_cluster,
@@ -283,6 +319,7 @@ impl Cluster {
             child: None,
             paused: false,
         });
+        self.proxies.push(None);
         Ok(self.members.len() - 1)
     }
 

@@ -68,7 +68,11 @@ pub enum RunError {
 
 pub async fn run(cfg: Config) -> Result<Report, RunError> {
     std::fs::create_dir_all(&cfg.dir)?;
-    let mut cluster = Cluster::new(cfg.members, &cfg.dir)?;
+    let mut cluster = if cfg.nemesis.iter().any(|f| f.needs_proxies()) {
+        Cluster::new_proxied(cfg.members, &cfg.dir).await?
+    } else {
+        Cluster::new(cfg.members, &cfg.dir)?
+    };
     cluster.start_all()?;
     let eps = cluster.all_endpoints();
     if procs::wait_leader(&eps, Duration::from_secs(30))

@@ -23,7 +23,8 @@ struct Args {
     /// Seed of every random choice (clients, watchers, nemesis); random when absent.
     #[arg(long)]
     seed: Option<u64>,
-    /// Faults: a comma list of kill, kill-leader, pause, pause-leader, move-leader, member; or
+    /// Faults: a comma list of kill, kill-leader, pause, pause-leader, move-leader, member,
+    /// partition, partition-leader; or
     /// `all` / `none`.
     #[arg(long, default_value = "all")]
     nemesis: String,
