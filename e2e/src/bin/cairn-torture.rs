@@ -96,7 +96,9 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("cairn-torture: seed {seed}: OK");
         } else {
             failed += 1;
-            let _ = tmp.keep();
+            if args.dir.is_none() {
+                let _ = tmp.keep();
+            }
             eprintln!("{}", run::describe(&report));
             eprintln!(
                 "repeat with: cairn-torture --seed {seed} --duration {:?} --nemesis {}",
