@@ -9,6 +9,9 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
+pub mod fuzzing;
 pub mod lease;
 pub mod metrics;
 pub mod mvcc;
@@ -19,3 +22,14 @@ pub mod snapshot;
 pub mod storage;
 pub mod tls;
 pub mod watch;
+
+/// A crash point for the fault-injection suite: a no-op unless the store is built with
+/// `--features failpoints` and the point is armed through the `FAILPOINTS` environment variable
+/// (see `failpoints.rs`).
+#[macro_export]
+macro_rules! crash_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        $crate::failpoints::eval($name);
+    };
+}

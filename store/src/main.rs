@@ -43,6 +43,8 @@ async fn main() {
     let code = match args.command {
         Command::Serve(serve) => {
             init_logging(&serve.log_level);
+            #[cfg(feature = "failpoints")]
+            cairn_store::failpoints::setup_from_env();
             match server::serve(*serve).await {
                 Ok(()) => 0,
                 Err(e) => {

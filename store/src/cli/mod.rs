@@ -127,7 +127,6 @@ impl GlobalArgs {
     }
 }
 
-
 /// etcdctl's `--user`/`--password` rules: `name:password` in one flag, or the name with
 /// `--password`, or the name alone and the password read from stdin.
 pub fn credentials(

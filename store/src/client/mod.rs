@@ -9,9 +9,9 @@
 
 use std::path::PathBuf;
 
-use tokio_rustls::rustls::ClientConfig;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio_rustls::rustls::ClientConfig;
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;

@@ -42,6 +42,7 @@ impl Mvcc {
             }
             self.compact_key(&user_key, revision)?;
             backend.remove(&raw_key)?;
+            crate::crash_point!("mvcc::compact::during");
         }
         Ok(())
     }

@@ -55,7 +55,9 @@ fn group_commit(
         let mut batch = vec![first];
         batch.extend(pending.try_iter());
         let started = std::time::Instant::now();
+        crate::crash_point!("raft::log::before_fsync");
         let result = backend.flush();
+        crate::crash_point!("raft::log::after_fsync");
         crate::metrics::observe_wal_fsync(started.elapsed());
         for callback in batch {
             callback.log_io_completed(match &result {

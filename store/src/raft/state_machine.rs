@@ -96,7 +96,7 @@ impl StateMachine {
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         let auth = crate::auth::AuthStore::open(backend.clone())
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        Ok(Self {
+        let sm = Self {
             inner: Arc::new(Inner {
                 apply_lock: Mutex::new(()),
                 alarms,
@@ -109,7 +109,29 @@ impl StateMachine {
                 snapshot_dir,
                 changes,
             }),
-        })
+        };
+        sm.recover_interrupted_install()?;
+        Ok(sm)
+    }
+
+    /// Finishes a snapshot install a crash interrupted. `install_snapshot` saves the received
+    /// snapshot before it rewrites the state machine, and openraft may already have purged the
+    /// log up to it; so a saved snapshot ahead of what the state machine applied means the
+    /// rewrite did not complete, and the only way forward is to redo it (without this, the
+    /// member restarted with its log purged past its snapshot and openraft refused to start).
+    #[allow(clippy::result_large_err)] // openraft's StorageError, like the trait's methods
+    fn recover_interrupted_install(&self) -> Result<(), StorageError<NodeId>> {
+        let (snap, meta_path) = self.snapshot_paths();
+        let (Ok(data), Ok(raw_meta)) = (std::fs::read(&snap), std::fs::read(&meta_path)) else {
+            return Ok(());
+        };
+        let meta: SnapshotMeta<NodeId, Member> =
+            codec::decode("snapshot meta", &raw_meta).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        if meta.last_log_id <= self.lock().last_applied {
+            return Ok(());
+        }
+        tracing::warn!(snapshot = %meta.snapshot_id, "redoing an interrupted raft snapshot install");
+        self.install_data(&meta, &data)
     }
 
     pub fn mvcc(&self) -> &Arc<Mvcc> {
@@ -476,6 +498,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut results = Vec::new();
         for entry in entries {
+            crate::crash_point!("raft::apply::before");
             let _apply = self.apply_guard();
             let mut state = self.lock().clone();
             let result = match &entry.payload {
@@ -490,6 +513,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state.revision = self.inner.mvcc.current_revision();
             state.compacted = self.inner.mvcc.compact_revision();
             self.persist(&state)?;
+            crate::crash_point!("raft::apply::after");
             *self.lock() = state;
             results.push(result);
         }
@@ -512,8 +536,40 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
+        // Saved first: a crash while the state machine is being rewritten is then finished at
+        // the next start (`recover_interrupted_install`).
+        self.save_snapshot(meta, &data)?;
+        self.install_data(meta, &data)?;
+        tracing::info!(snapshot = %meta.snapshot_id, "installed raft snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let (snap, meta_path) = self.snapshot_paths();
+        let (Ok(data), Ok(raw_meta)) = (std::fs::read(&snap), std::fs::read(&meta_path)) else {
+            return Ok(None);
+        };
+        let meta =
+            codec::decode("snapshot meta", &raw_meta).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+impl StateMachine {
+    /// Replaces the state machine with a snapshot's contents.
+    #[allow(clippy::result_large_err)] // openraft's StorageError, like the trait's methods
+    fn install_data(
+        &self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        data: &[u8],
+    ) -> Result<(), StorageError<NodeId>> {
         let pairs =
-            parse_dump(&data).map_err(|e| sm_err(ErrorVerb::Read, std::io::Error::other(e)))?;
+            parse_dump(data).map_err(|e| sm_err(ErrorVerb::Read, std::io::Error::other(e)))?;
         let _apply = self.apply_guard();
         let mut guard = self.lock();
         let backend = self.inner.backend.as_ref();
@@ -524,6 +580,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         backend
             .write(clear)
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        crate::crash_point!("raft::snapshot::install");
         let mut batch = Batch::default();
         for (k, v) in pairs {
             batch.put(k.to_vec(), v.to_vec());
@@ -555,24 +612,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .reload()
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         *guard = state;
-        drop(guard);
-        self.save_snapshot(meta, &data)?;
-        tracing::info!(snapshot = %meta.snapshot_id, "installed raft snapshot");
         Ok(())
-    }
-
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let (snap, meta_path) = self.snapshot_paths();
-        let (Ok(data), Ok(raw_meta)) = (std::fs::read(&snap), std::fs::read(&meta_path)) else {
-            return Ok(None);
-        };
-        let meta =
-            codec::decode("snapshot meta", &raw_meta).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
     }
 }

@@ -116,10 +116,8 @@ impl Peer for PeerService {
         if !self.is_leader() {
             return Err(Status::failed_precondition("not leader"));
         }
-        match self.node.raft.get_read_log_id().await {
-            Ok((read_log_id, _)) => Ok(Response::new(ReadIndexResponse {
-                index: read_log_id.map_or(0, |l| l.index),
-            })),
+        match self.node.leader_read_index().await {
+            Ok(index) => Ok(Response::new(ReadIndexResponse { index })),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
     }

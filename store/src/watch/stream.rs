@@ -283,7 +283,11 @@ impl StreamLoop {
     async fn answer_progress(&mut self) -> Result<(), Closed> {
         if self.progress_requested && self.all_synced() {
             self.progress_requested = false;
-            let resp = self.response(NO_WATCH_ID, self.node.mvcc().current_revision());
+            let revision = progress_revision(
+                self.watchers.values().map(|w| w.next),
+                self.node.mvcc().current_revision(),
+            );
+            let resp = self.response(NO_WATCH_ID, revision);
             self.send(resp).await?;
         }
         Ok(())
@@ -291,17 +295,17 @@ impl StreamLoop {
 
     async fn progress_tick(&mut self) -> Result<(), Closed> {
         let current = self.node.mvcc().current_revision();
-        let due: Vec<i64> = self
+        let due: Vec<(i64, i64)> = self
             .watchers
             .iter()
             .filter(|(_, w)| w.spec.progress_notify && w.synced && !w.sent_since_tick)
-            .map(|(id, _)| *id)
+            .map(|(id, w)| (*id, progress_revision([w.next], current)))
             .collect();
         for w in self.watchers.values_mut() {
             w.sent_since_tick = false;
         }
-        for id in due {
-            self.send(self.response(id, current)).await?;
+        for (id, revision) in due {
+            self.send(self.response(id, revision)).await?;
         }
         Ok(())
     }
@@ -318,6 +322,20 @@ impl StreamLoop {
         let since = *self.leaderless_since.get_or_insert_with(Instant::now);
         since.elapsed() >= limit
     }
+}
+
+/// The revision a progress notification may report: every event up to it must already have been
+/// sent. That is the last revision each watcher has been given, not the store's current revision:
+/// revisions applied after the stream's last broadcast message was handled are published in MVCC
+/// but still queued for this stream, and a bookmark past them would tell the client (e.g.
+/// kube-apiserver's watch cache) it has seen events it has not.
+fn progress_revision(watcher_next: impl IntoIterator<Item = i64>, current: i64) -> i64 {
+    watcher_next
+        .into_iter()
+        .map(|next| next - 1)
+        .min()
+        .unwrap_or(current)
+        .min(current)
 }
 
 /// Runs one Watch stream until the client goes away.
@@ -383,5 +401,23 @@ pub async fn run(
         if step.is_err() || s.answer_progress().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_revision;
+
+    #[test]
+    fn progress_never_runs_ahead_of_what_was_delivered() {
+        // Regression (found by cairn-torture, seed 1): the store is at 110 but this stream's
+        // watcher has only been given revisions up to 108; the bookmark must say 108.
+        assert_eq!(progress_revision([109], 110), 108);
+        assert_eq!(progress_revision([111, 109], 110), 108);
+        assert_eq!(progress_revision([111], 110), 110);
+        // A watcher starting in the future does not move the bookmark past the store.
+        assert_eq!(progress_revision([500], 110), 110);
+        // No watchers: the store's revision.
+        assert_eq!(progress_revision([], 110), 110);
     }
 }

@@ -1,0 +1,316 @@
+//! The clients: each loops over random operations (linearizable get, put, compare-and-set txn,
+//! delete, lease-bound put and lease revoke) on a few keys, against a random member, and records
+//! every call and return. A failed or timed-out write is recorded with an unknown outcome; the
+//! client then moves to another member.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_store::client::{Client, ConnectOptions};
+use cairn_store::proto::etcdserverpb::{
+    compare::{CompareResult, CompareTarget, TargetUnion},
+    request_op, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
+    RangeRequest, RequestOp, TxnRequest,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::history::{Input, OpRecord, Output};
+
+/// The prefix every key of a run lives under (watchers watch it).
+pub const PREFIX: &str = "/torture/";
+
+/// What the clients, watchers and nemesis share.
+pub struct Shared {
+    pub start: Instant,
+    pub stop: AtomicBool,
+    pub next_id: AtomicU64,
+    pub history: Mutex<Vec<OpRecord>>,
+    /// Client endpoints of the current members (the nemesis changes membership).
+    pub endpoints: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    pub fn new(endpoints: Vec<String>) -> Arc<Shared> {
+        Arc::new(Shared {
+            start: Instant::now(),
+            stop: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            history: Mutex::new(Vec::new()),
+            endpoints: Mutex::new(endpoints),
+        })
+    }
+
+    pub fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.endpoints.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    pub fn record(&self, op: OpRecord) {
+        if let Ok(mut h) = self.history.lock() {
+            h.push(op);
+        }
+    }
+}
+
+/// The workload's shape.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub keys: usize,
+    pub lease_keys: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            keys: 8,
+            lease_keys: 3,
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+pub fn key(i: usize) -> String {
+    format!("{PREFIX}k{i}")
+}
+
+pub fn lease_key(i: usize) -> String {
+    format!("{PREFIX}l{i}")
+}
+
+/// Every key the workload touches (for the final reads).
+pub fn all_keys(w: &Workload) -> Vec<String> {
+    (0..w.keys)
+        .map(key)
+        .chain((0..w.lease_keys).map(lease_key))
+        .collect()
+}
+
+/// Connects to one endpoint quickly (a paused member must not hold a client up).
+pub async fn connect(endpoint: &str) -> Option<Client> {
+    let opts = ConnectOptions {
+        dial_timeout: Duration::from_millis(500),
+        request_timeout: None,
+        ..Default::default()
+    };
+    Client::connect(&[endpoint.to_string()], &opts).await.ok()
+}
+
+/// One client until `shared.stop`.
+pub async fn run_client(id: usize, seed: u64, w: Workload, shared: Arc<Shared>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut conn: Option<Client> = None;
+    let mut last_seen: HashMap<String, Option<String>> = HashMap::new();
+    let mut my_leases: HashMap<String, i64> = HashMap::new();
+    let mut seq = 0u64;
+    while !shared.stopped() {
+        let Some(client) = conn.clone() else {
+            let eps = shared.endpoints();
+            if eps.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let ep = &eps[rng.gen_range(0..eps.len())];
+            conn = connect(ep).await;
+            if conn.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            continue;
+        };
+        seq += 1;
+        let value = format!("c{id}-{seq}");
+        let roll = rng.gen_range(0..100);
+        let (k, input) = if roll < 12 && w.lease_keys > 0 {
+            let k = lease_key(rng.gen_range(0..w.lease_keys));
+            match my_leases.remove(&k) {
+                Some(lease) if rng.gen_bool(0.5) => (k, Input::Revoke { lease }),
+                other => {
+                    if let Some(l) = other {
+                        my_leases.insert(k.clone(), l);
+                    }
+                    // A fresh lease for each put: its TTL outlives the run, so only Revoke
+                    // deletes (expiry would make the key's history depend on timing).
+                    let grant = tokio::time::timeout(
+                        w.request_timeout,
+                        client
+                            .lease()
+                            .lease_grant(LeaseGrantRequest { ttl: 3600, id: 0 }),
+                    )
+                    .await;
+                    match grant {
+                        Ok(Ok(r)) => {
+                            let lease = r.into_inner().id;
+                            my_leases.insert(k.clone(), lease);
+                            (k, Input::PutLease { value, lease })
+                        }
+                        _ => {
+                            conn = None;
+                            continue;
+                        }
+                    }
+                }
+            }
+        } else {
+            let k = key(rng.gen_range(0..w.keys));
+            let input = match roll {
+                0..=46 => Input::Get,
+                47..=71 => Input::Put { value },
+                72..=89 => Input::Cas {
+                    expect: last_seen.get(&k).cloned().flatten(),
+                    value,
+                },
+                _ => Input::Delete,
+            };
+            (k, input)
+        };
+        let call = shared.now();
+        let output =
+            match tokio::time::timeout(w.request_timeout, execute(&client, &k, &input)).await {
+                Ok(Ok(o)) => o,
+                Ok(Err(status)) => Output::Unknown {
+                    error: format!("{:?}: {}", status.code(), status.message()),
+                },
+                Err(_) => Output::Unknown {
+                    error: "client timeout".into(),
+                },
+            };
+        let ret = shared.now();
+        match (&input, &output) {
+            (_, Output::Unknown { .. }) => conn = None,
+            (Input::Get, Output::Get { value, .. }) => {
+                last_seen.insert(k.clone(), value.clone());
+            }
+            (Input::Put { value } | Input::PutLease { value, .. }, _) => {
+                last_seen.insert(k.clone(), Some(value.clone()));
+            }
+            (Input::Delete, _) => {
+                last_seen.insert(k.clone(), None);
+            }
+            _ => {}
+        }
+        shared.record(OpRecord {
+            id: shared.next_id.fetch_add(1, Ordering::SeqCst),
+            client: id,
+            endpoint: client.endpoint().to_string(),
+            key: k,
+            input,
+            output,
+            call,
+            ret,
+        });
+    }
+}
+
+/// Sends one operation; the answer as the history records it.
+pub async fn execute(client: &Client, key: &str, input: &Input) -> Result<Output, tonic::Status> {
+    let k = key.as_bytes().to_vec();
+    Ok(match input {
+        Input::Get => {
+            let r = client
+                .kv()
+                .range(RangeRequest {
+                    key: k,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let kv = r.kvs.first();
+            Output::Get {
+                value: kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
+                mod_revision: kv.map(|kv| kv.mod_revision).unwrap_or(0),
+                revision: r.header.map(|h| h.revision).unwrap_or(0),
+            }
+        }
+        Input::Put { value } | Input::PutLease { value, .. } => {
+            let lease = match input {
+                Input::PutLease { lease, .. } => *lease,
+                _ => 0,
+            };
+            let r = client
+                .kv()
+                .put(PutRequest {
+                    key: k,
+                    value: value.clone().into_bytes(),
+                    lease,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Output::Put {
+                revision: r.header.map(|h| h.revision).unwrap_or(0),
+            }
+        }
+        Input::Cas { expect, value } => {
+            let compare = match expect {
+                Some(v) => Compare {
+                    result: CompareResult::Equal as i32,
+                    target: CompareTarget::Value as i32,
+                    key: k.clone(),
+                    target_union: Some(TargetUnion::Value(v.clone().into_bytes())),
+                    ..Default::default()
+                },
+                None => Compare {
+                    result: CompareResult::Equal as i32,
+                    target: CompareTarget::Version as i32,
+                    key: k.clone(),
+                    target_union: Some(TargetUnion::Version(0)),
+                    ..Default::default()
+                },
+            };
+            let put = RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    key: k,
+                    value: value.clone().into_bytes(),
+                    ..Default::default()
+                })),
+            };
+            let r = client
+                .kv()
+                .txn(TxnRequest {
+                    compare: vec![compare],
+                    success: vec![put],
+                    failure: vec![],
+                })
+                .await?
+                .into_inner();
+            Output::Cas {
+                succeeded: r.succeeded,
+                revision: r.header.map(|h| h.revision).unwrap_or(0),
+            }
+        }
+        Input::Delete => {
+            let r = client
+                .kv()
+                .delete_range(DeleteRangeRequest {
+                    key: k,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Output::Delete {
+                deleted: r.deleted,
+                revision: r.header.map(|h| h.revision).unwrap_or(0),
+            }
+        }
+        Input::Revoke { lease } => {
+            let r = client
+                .lease()
+                .lease_revoke(LeaseRevokeRequest { id: *lease })
+                .await?
+                .into_inner();
+            Output::Revoke {
+                revision: r.header.map(|h| h.revision).unwrap_or(0),
+            }
+        }
+    })
+}
