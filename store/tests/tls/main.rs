@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cert_user;
 mod clients;
 mod pki;
 mod rotation;
