@@ -259,16 +259,7 @@ impl Node {
             };
             if leader == self.id {
                 match self.leader_read_index().await {
-                    Ok(index) => {
-                        let remaining = deadline.saturating_duration_since(Instant::now());
-                        return self
-                            .raft
-                            .wait(Some(remaining))
-                            .applied_index_at_least(Some(index), "read index")
-                            .await
-                            .map(|_| ())
-                            .map_err(|_| ApiError::Timeout);
-                    }
+                    Ok(index) => return self.wait_applied(index, deadline).await,
                     Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))
                     | Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
                         self.pause(deadline).await?
@@ -283,19 +274,21 @@ impl Node {
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
             match self.peers.read_index(&member, remaining).await {
-                Ok(index) => {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    return self
-                        .raft
-                        .wait(Some(remaining))
-                        .applied_index_at_least(Some(index), "read index")
-                        .await
-                        .map(|_| ())
-                        .map_err(|_| ApiError::Timeout);
-                }
+                Ok(index) => return self.wait_applied(index, deadline).await,
                 Err(_) => self.pause(deadline).await?,
             }
         }
+    }
+
+    /// Waits until this member applied the log up to `index` (the read index).
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ApiError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map(|_| ())
+            .map_err(|_| ApiError::Timeout)
     }
 }
 

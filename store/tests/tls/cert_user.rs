@@ -48,11 +48,17 @@ async fn the_client_certificate_common_name_is_the_user() {
     assert!(ok && out == "OK\n", "root by certificate: {out} {err}");
     // CN=alice may read "shared" but not write it: etcd's permission error, not an auth failure.
     let (ok, out, err) = ctl(&as_alice, &["get", "shared", "--print-value-only"]);
-    assert!(ok && out == "by-root\n", "alice reads by certificate: {out} {err}");
+    assert!(
+        ok && out == "by-root\n",
+        "alice reads by certificate: {out} {err}"
+    );
     let (ok, _, err) = ctl(&as_alice, &["put", "shared", "by-alice"]);
     assert!(!ok, "alice must not write");
     assert!(err.contains("etcdserver: permission denied"), "{err}");
     // An explicit user still wins over the certificate, as in etcd (token first).
     let (ok, out, err) = ctl(&as_alice, &["--user", "root:rootpw", "put", "shared", "x"]);
-    assert!(ok && out == "OK\n", "--user over the certificate: {out} {err}");
+    assert!(
+        ok && out == "OK\n",
+        "--user over the certificate: {out} {err}"
+    );
 }
