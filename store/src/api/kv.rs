@@ -216,8 +216,9 @@ impl Kv for KvService {
         {
             CommandResult::Revision(rev) => {
                 if req.physical {
-                    // Compaction is applied synchronously, so it is physical once committed here;
-                    // make it durable as etcd's physical compaction does.
+                    // Applying published the compact revision; the garbage goes in the
+                    // background. Physical means removed, and durable, as in etcd.
+                    self.node.mvcc().wait_compacted(req.revision).await;
                     let backend = self.node.backend.clone();
                     tokio::task::spawn_blocking(move || backend.flush())
                         .await

@@ -1,17 +1,19 @@
 //! HashKV: a checksum of the MVCC state as of a revision, equal on every member that applied the
 //! same log (etcd's `HashByRev`).
 //!
-//! What is hashed is every stored version (key record and value record, tombstones included)
-//! with a revision at or below the hash revision. Compaction leaves exactly the versions a read
-//! at or after the compact revision can see, so this covers "what compaction kept" plus every
-//! version in (compact revision, hash revision]. Versions above the hash revision are skipped, so
-//! members at different current revisions still agree on the hash of a common past revision. The
-//! result is only comparable between members reporting the same compact revision, which is why
-//! it is returned with it (as etcd does).
+//! What is hashed is the logically compacted state as of the hash revision: every version (key
+//! record and value record, tombstones included) in (compact revision, hash revision], plus
+//! what compaction keeps of each key at or below the compact revision (its newest version there,
+//! unless that is a tombstone). Hashing what compaction *keeps* rather than what is stored makes
+//! the hash independent of how far each member's background compactor got. Versions above the
+//! hash revision are skipped, so members at different current revisions still agree on the hash
+//! of a common past revision. The result is only comparable between members reporting the same
+//! compact revision, which is why it is returned with it (as etcd does).
 
 use std::ops::Bound;
 
 use super::keys;
+use super::record::Version;
 use super::{Mvcc, MvccError, Result};
 use crate::storage::space;
 
@@ -42,9 +44,9 @@ pub fn hash_revision(requested: i64, current: i64, compacted: i64) -> Result<i64
 impl Mvcc {
     /// Hashes the MVCC state as of `revision` (<= 0: the current revision).
     ///
-    /// Holds the compaction lock for the scan: compaction publishes its revision before it
-    /// deletes, so without the lock a scan could see half a compaction. Writes are not blocked:
-    /// they only add versions above the current revision, which the scan skips.
+    /// Holds the compaction lock for the scan, so no compaction to a newer revision than the one
+    /// read here removes versions under it. Writes are not blocked: they only add versions above
+    /// the current revision, which the scan skips.
     pub fn hash_kv(&self, revision: i64) -> Result<KvHash> {
         let _compaction = self.compaction_guard();
         let compacted = self.compact_revision();
@@ -52,18 +54,33 @@ impl Mvcc {
         let mut crc = crc32fast::Hasher::new();
         let from = [space::KV];
         let to = [space::KV + 1];
+        // The user key of the previous version, and whether its kept version at or below the
+        // compact revision was already seen (versions come newest first within a key).
+        let mut previous: Option<Vec<u8>> = None;
+        let mut kept_seen = false;
         for item in self
             .backend()
             .scan(Bound::Included(&from), Bound::Excluded(&to), false)
         {
             let (raw_key, value) = item?;
-            let Some((_, rev)) = keys::decode_version(&raw_key) else {
+            let Some((user_key, rev)) = keys::decode_version(&raw_key) else {
                 return Err(MvccError::Storage(format!(
                     "undecodable version key {raw_key:?}"
                 )));
             };
             if rev > hash_revision {
                 continue;
+            }
+            if previous.as_deref() != Some(user_key.as_slice()) {
+                previous = Some(user_key);
+                kept_seen = false;
+            }
+            if rev <= compacted {
+                if kept_seen || Version::is_tombstone(&value) {
+                    kept_seen = true;
+                    continue;
+                }
+                kept_seen = true;
             }
             crc.update(&raw_key);
             crc.update(&value);
@@ -156,6 +173,38 @@ mod tests {
         assert_eq!(a.hash_kv(2), Err(MvccError::Compacted));
         assert_eq!(a.hash_kv(6), Err(MvccError::FutureRevision));
         assert!(a.hash_kv(3).is_ok());
+    }
+
+    /// A member whose compactor has not removed anything yet hashes like one that finished.
+    #[test]
+    fn hash_is_independent_of_compaction_progress() {
+        let (_a_dir, a) = store();
+        let (_b_dir, b) = store();
+        for m in [&a, &b] {
+            put(m, "k", "1");
+            put(m, "k", "2");
+            put(m, "gone", "3");
+            del(m, "gone");
+            put(m, "at-c", "5");
+            del(m, "at-c"); // a tombstone exactly at the compact revision
+            put(m, "k", "7");
+        }
+        a.compact(6).unwrap();
+        b.schedule_compaction(6).unwrap();
+        assert_eq!(a.hash_kv(0).unwrap(), b.hash_kv(0).unwrap());
+        assert_eq!(a.hash_kv(6).unwrap(), b.hash_kv(6).unwrap());
+        while b.compact_step().unwrap() {}
+        assert_eq!(a.hash_kv(0).unwrap(), b.hash_kv(0).unwrap());
+        // Compaction still changes what is hashed: the versions it dropped are gone from it.
+        let (_c_dir, c) = store();
+        for (k, v) in [("k", "1"), ("k", "2"), ("gone", "3")] {
+            put(&c, k, v);
+        }
+        del(&c, "gone");
+        put(&c, "at-c", "5");
+        del(&c, "at-c");
+        put(&c, "k", "7");
+        assert_ne!(c.hash_kv(0).unwrap().hash, a.hash_kv(0).unwrap().hash);
     }
 
     #[test]

@@ -86,8 +86,12 @@ pub struct Mvcc {
     backend: Arc<dyn Backend>,
     current: AtomicI64,
     compacted: AtomicI64,
-    /// Held by a compaction and by HashKV, so a hash never sees half a compaction.
+    /// Held by a compaction step and by HashKV, so a hash never sees half a step.
     compaction: std::sync::Mutex<()>,
+    /// Wakes the compactor thread, once started (`compact.rs`).
+    compactor: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    /// The compact revision whose garbage is all removed (for physical compaction requests).
+    removed_below: tokio::sync::watch::Sender<i64>,
 }
 
 impl Mvcc {
@@ -98,6 +102,8 @@ impl Mvcc {
             current: AtomicI64::new(current.max(1)),
             compacted: AtomicI64::new(compacted),
             compaction: std::sync::Mutex::new(()),
+            compactor: std::sync::Mutex::new(None),
+            removed_below: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -137,6 +143,8 @@ impl Mvcc {
     pub fn reset(&self, current: i64, compacted: i64) {
         self.current.store(current.max(1), Ordering::Release);
         self.compacted.store(compacted, Ordering::Release);
+        // The installed data may carry garbage of a compaction its sender had not finished.
+        self.wake_compactor();
     }
 
     fn publish(&self, revision: i64) {

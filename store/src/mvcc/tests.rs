@@ -633,6 +633,78 @@ fn compaction_keeps_the_newest_version_at_or_below_it() {
     );
 }
 
+/// Compaction garbage goes in steps whose progress is the revision index itself: a store
+/// reopened half way (after a crash, or a snapshot taken mid-way) finishes the job in the
+/// background, and neither reads at or after the compact revision nor HashKV ever notice.
+#[test]
+fn compaction_in_steps_resumes_after_reopen() {
+    let s = open();
+    // 2,400 revisions over 30 keys, so removing the garbage takes three steps; k7 is deleted
+    // below the compact revision, k8 above it.
+    for i in 0..2400 {
+        s.put(
+            format!("k{}", i % 30).as_bytes(),
+            format!("v{i}").as_bytes(),
+        );
+    }
+    s.del(b"k7", b"");
+    let c = s.mvcc.current_revision();
+    s.put(b"k1", b"after");
+    s.del(b"k8", b"");
+    let current = s.mvcc.current_revision();
+    let all = KeyRange::new(b"\0", b"\0");
+    let before: Vec<_> = (c..=current)
+        .map(|r| s.mvcc.scan(&all, r).unwrap())
+        .collect();
+    let reads_unchanged = |m: &Mvcc| {
+        for (i, r) in (c..=current).enumerate() {
+            assert_eq!(m.scan(&all, r).unwrap(), before[i], "revision {r}");
+        }
+    };
+
+    s.mvcc.schedule_compaction(c).unwrap();
+    assert_eq!(s.mvcc.check_read_revision(c - 1), Err(MvccError::Compacted));
+    let hash = s.mvcc.hash_kv(0).unwrap();
+    assert_eq!(s.stored_versions(b"k0"), 80, "scheduling removes nothing");
+    assert!(
+        s.mvcc.compact_step().unwrap(),
+        "garbage is left after one step"
+    );
+    reads_unchanged(&s.mvcc);
+    assert_eq!(s.mvcc.hash_kv(0).unwrap(), hash, "hash after one step");
+
+    // Reopened over the same data, as after a crash: the compactor finishes on its own.
+    let reopened = Arc::new(Mvcc::new(s.backend.clone(), current, c));
+    reopened.start_compactor().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            reopened.wait_compacted(c),
+        )
+        .await
+    })
+    .expect("the compactor finished the interrupted compaction");
+    reads_unchanged(&reopened);
+    assert_eq!(reopened.hash_kv(0).unwrap(), hash, "hash after all steps");
+    assert_eq!(s.stored_versions(b"k0"), 1);
+    assert_eq!(
+        s.stored_versions(b"k1"),
+        2,
+        "kept at C, and the put after it"
+    );
+    assert_eq!(s.stored_versions(b"k7"), 0, "deleted below C: all gone");
+    assert_eq!(
+        s.stored_versions(b"k8"),
+        2,
+        "kept at C, and its tombstone after it"
+    );
+    assert_eq!(s.revision_index_len(), 3, "entries at C and after remain");
+}
+
 /// A randomized history over awkward keys checked revision by revision against the model,
 /// before and after compactions. One hot key gets many versions, so reads at old revisions step
 /// over (and then reseek past) many newer versions, and reads at new revisions skip many older.

@@ -91,6 +91,8 @@ impl StateMachine {
         std::fs::create_dir_all(&snapshot_dir).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let state = load_state(backend.as_ref())?;
         let mvcc = Arc::new(Mvcc::new(backend.clone(), state.revision, state.compacted));
+        mvcc.start_compactor()
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let (changes, _) = broadcast::channel(1024);
         let alarms = crate::alarm::AlarmStore::open(backend.clone())
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
@@ -255,7 +257,7 @@ impl StateMachine {
             Command::Txn(req) => mvcc
                 .apply_txn(req, leases)
                 .map(|o| (CommandResult::Txn(o.response), o.revision, o.changes)),
-            Command::Compact { revision } => mvcc.compact(*revision).map(|()| {
+            Command::Compact { revision } => mvcc.schedule_compaction(*revision).map(|()| {
                 (
                     CommandResult::Revision(mvcc.current_revision()),
                     0,
