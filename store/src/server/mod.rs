@@ -10,6 +10,7 @@ pub mod leases;
 pub mod membership;
 pub mod node;
 pub mod peer;
+pub mod read_index;
 pub mod transfer;
 
 use std::collections::BTreeMap;
@@ -124,6 +125,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         name: args.name.clone(),
         raft: raft.clone(),
         batcher: batch::Batcher::start(raft.clone()),
+        read_rounds: read_index::ReadIndexRounds::new(raft.clone()),
         sm,
         peers: network.peers.clone(),
         limits: Limits {

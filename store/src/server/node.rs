@@ -5,9 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, RaftError};
-
 use super::batch::WriteError;
+use super::read_index::ReadIndexError;
 use crate::api::errors::ApiError;
 use crate::mvcc::Mvcc;
 use crate::proto::etcdserverpb::ResponseHeader;
@@ -30,6 +29,8 @@ pub struct Node {
     pub raft: Raft,
     /// Where this member's writes go while it leads (many share one entry).
     pub batcher: super::batch::Batcher,
+    /// Where this member's linearizable reads confirm its leadership while it leads.
+    pub read_rounds: super::read_index::ReadIndexRounds,
     pub sm: StateMachine,
     pub peers: Peers,
     pub limits: Limits,
@@ -229,25 +230,6 @@ impl Node {
         }
     }
 
-    /// The log index a linearizable read must see applied, asked of this member as leader
-    /// (confirming its leadership with a quorum first).
-    ///
-    /// openraft's read log id is the later of this term's first entry and the leader's commit
-    /// index. But openraft restarts a member that held a committed vote for itself as leader of
-    /// that term, and the commit index is only made durable by the next fsync: a leader killed
-    /// right after acknowledging writes can come back with an older commit index, and a read
-    /// at it would miss those writes (found by cairn-torture: a read answered revision 584 after
-    /// a write had returned 585). Every committed entry is in the leader's log, so waiting also
-    /// for the last entry it held when the read arrived covers them; in steady state that only
-    /// adds the wait for writes already in flight.
-    pub async fn leader_read_index(
-        &self,
-    ) -> Result<u64, RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>> {
-        let last = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
-        let (read_log_id, _) = self.raft.get_read_log_id().await?;
-        Ok(read_log_id.map_or(0, |l| l.index).max(last))
-    }
-
     /// Returns once this member's state reflects every write committed before the call
     /// (the ReadIndex protocol).
     pub async fn read_index(&self) -> Result<(), ApiError> {
@@ -258,13 +240,10 @@ impl Node {
                 None => self.await_leader(deadline).await?,
             };
             if leader == self.id {
-                match self.leader_read_index().await {
+                match self.read_rounds.read_index().await {
                     Ok(index) => return self.wait_applied(index, deadline).await,
-                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))
-                    | Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
-                        self.pause(deadline).await?
-                    }
-                    Err(RaftError::Fatal(_)) => return Err(ApiError::Stopped),
+                    Err(ReadIndexError::NotConfirmed(_)) => self.pause(deadline).await?,
+                    Err(ReadIndexError::Stopped) => return Err(ApiError::Stopped),
                 }
                 continue;
             }

@@ -116,7 +116,7 @@ impl Peer for PeerService {
         if !self.is_leader() {
             return Err(Status::failed_precondition("not leader"));
         }
-        match self.node.leader_read_index().await {
+        match self.node.read_rounds.read_index().await {
             Ok(index) => Ok(Response::new(ReadIndexResponse { index })),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
