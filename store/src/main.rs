@@ -4,6 +4,9 @@ use tracing_subscriber::EnvFilter;
 
 use cairn_store::{cli, server};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "cairn",
