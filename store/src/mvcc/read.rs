@@ -99,8 +99,10 @@ pub(crate) struct Visible<'a> {
     end: Option<Vec<u8>>,
     revision: i64,
     scan: Scan,
-    /// The key whose visible version was already decided; its remaining versions are skipped.
-    done_key: Option<Vec<u8>>,
+    /// The encoded prefix (see [`keys::split_version`]) of the key whose visible version was
+    /// already decided; its remaining versions are skipped. Compared encoded, so stepping over
+    /// versions and counting keys decode and allocate nothing.
+    done_key: Vec<u8>,
     skipped: usize,
 }
 
@@ -113,7 +115,7 @@ impl<'a> Visible<'a> {
             end,
             revision,
             scan,
-            done_key: None,
+            done_key: Vec::new(),
             skipped: 0,
         }
     }
@@ -123,57 +125,59 @@ impl<'a> Visible<'a> {
         self.skipped = 0;
     }
 
-    /// Next visible (key, mod_revision, raw record); tombstones are included so callers can tell
-    /// "deleted" from "absent" when they need to.
-    pub(crate) fn next_raw(&mut self) -> Result<Option<(Vec<u8>, i64, Box<[u8]>)>> {
+    /// Next visible (encoded version key, mod_revision, raw record); tombstones are included so
+    /// callers can tell "deleted" from "absent" when they need to.
+    fn next_raw(&mut self) -> Result<Option<(Box<[u8]>, i64, Box<[u8]>)>> {
         loop {
             let Some(item) = self.scan.next() else {
                 return Ok(None);
             };
             let (raw_key, raw_val): Pair = item?;
-            let (key, rev) = keys::decode_version(&raw_key)
+            let (prefix, rev) = keys::split_version(&raw_key)
                 .ok_or_else(|| MvccError::Storage(format!("corrupt version key {raw_key:?}")))?;
-            if self.done_key.as_deref() == Some(key.as_slice()) {
+            if prefix == self.done_key.as_slice() {
                 self.skipped += 1;
                 if self.skipped > RESEEK_AFTER {
-                    self.reseek(keys::after(&key));
+                    self.reseek(keys::after_prefix(prefix));
                 }
                 continue;
             }
             if rev > self.revision {
                 self.skipped += 1;
                 if self.skipped > RESEEK_AFTER {
-                    self.reseek(keys::version(&key, self.revision));
+                    self.reseek(keys::version_at_prefix(prefix, self.revision));
                 }
                 continue;
             }
             self.skipped = 0;
-            self.done_key = Some(key.clone());
-            return Ok(Some((key, rev, raw_val)));
+            self.done_key.clear();
+            self.done_key.extend_from_slice(prefix);
+            return Ok(Some((raw_key, rev, raw_val)));
         }
     }
 
     /// Next live key-value (tombstones skipped).
     pub(crate) fn next_kv(&mut self) -> Result<Option<KeyValue>> {
-        while let Some((key, rev, raw)) = self.next_raw()? {
+        while let Some((raw_key, rev, raw)) = self.next_raw()? {
             if Version::is_tombstone(&raw) {
                 continue;
             }
-            let v = Version::decode(&raw)
-                .ok_or_else(|| MvccError::Storage(format!("corrupt record for key {key:?}")))?;
+            let corrupt = || MvccError::Storage(format!("corrupt record {raw_key:?}"));
+            let (key, _) = keys::decode_version(&raw_key).ok_or_else(corrupt)?;
+            let v = Version::decode(&raw).ok_or_else(corrupt)?;
             return Ok(Some(v.into_kv(key, rev)));
         }
         Ok(None)
     }
 
-    /// Next live key without decoding its value.
-    fn next_live_key(&mut self) -> Result<Option<Vec<u8>>> {
-        while let Some((key, _, raw)) = self.next_raw()? {
+    /// Steps to the next live key without decoding it or its value; false at the end.
+    fn next_live(&mut self) -> Result<bool> {
+        while let Some((_, _, raw)) = self.next_raw()? {
             if !Version::is_tombstone(&raw) {
-                return Ok(Some(key));
+                return Ok(true);
             }
         }
-        Ok(None)
+        Ok(false)
     }
 }
 
@@ -276,7 +280,7 @@ impl Mvcc {
         let mut it = Visible::new(self, &range, revision);
 
         if req.count_only {
-            while it.next_live_key()?.is_some() {
+            while it.next_live()? {
                 result.count += 1;
             }
             return Ok(result);
@@ -299,7 +303,7 @@ impl Mvcc {
             let mut matched = 0usize;
             loop {
                 if keep > 0 && result.kvs.len() >= keep && !filtered {
-                    while it.next_live_key()?.is_some() {
+                    while it.next_live()? {
                         result.count += 1;
                         result.more = true;
                     }
