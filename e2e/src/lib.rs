@@ -11,6 +11,7 @@ pub mod history;
 pub mod linearizability;
 pub mod model;
 pub mod nemesis;
+pub mod netns;
 pub mod procs;
 pub mod proxy;
 pub mod run;

@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 use crate::history::{self, Input, OpRecord, Output};
 use crate::model;
 use crate::nemesis::{self, Fault, FaultRecord};
+use crate::netns::Netns;
 use crate::procs::{self, Cluster};
 use crate::watch_check;
 use crate::watchers::{self, WatchShared};
@@ -44,6 +45,8 @@ pub struct Report {
     pub reads: usize,
     pub watch_events: usize,
     pub faults: Vec<(Fault, usize)>,
+    /// How network faults were injected (two-way with namespaces, or one-sided proxies).
+    pub network: String,
     pub final_revision: i64,
     pub problems: Vec<String>,
     pub dir: PathBuf,
@@ -66,13 +69,32 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
+/// The cluster for a run, and how its network faults work (for the report): network
+/// namespaces when the nemesis has network faults and this machine allows them, else peer
+/// proxies, said loudly since those partitions are one-sided.
+async fn layout(cfg: &Config) -> Result<(Cluster, String), RunError> {
+    if !cfg.nemesis.iter().any(|f| f.needs_network()) {
+        return Ok((Cluster::new(cfg.members, &cfg.dir)?, "none".into()));
+    }
+    let why = match Netns::probe() {
+        Ok(()) => match Cluster::new_netns(cfg.members, &cfg.dir) {
+            Ok(c) => return Ok((c, "two-way partitions (network namespaces)".into())),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    eprintln!(
+        "cairn-torture: WARNING: no network namespaces ({why}); partitions are ONE-SIDED \
+         (a proxy blackholes what others send a member, its own requests still flow) and \
+         slow-net is skipped"
+    );
+    let c = Cluster::new_proxied(cfg.members, &cfg.dir).await?;
+    Ok((c, format!("one-sided partitions (proxies): {why}")))
+}
+
 pub async fn run(cfg: Config) -> Result<Report, RunError> {
     std::fs::create_dir_all(&cfg.dir)?;
-    let mut cluster = if cfg.nemesis.iter().any(|f| f.needs_proxies()) {
-        Cluster::new_proxied(cfg.members, &cfg.dir).await?
-    } else {
-        Cluster::new(cfg.members, &cfg.dir)?
-    };
+    let (mut cluster, network) = layout(&cfg).await?;
     cluster.start_all()?;
     let eps = cluster.all_endpoints();
     if procs::wait_leader(&eps, Duration::from_secs(30))
@@ -206,6 +228,7 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
             .map(|&f| (f, count(f)))
             .filter(|(_, n)| *n > 0)
             .collect(),
+        network,
         final_revision,
         problems,
         dir: cfg.dir.clone(),
