@@ -2,6 +2,7 @@
 //! read everything back, then check the recorded history. Every failure names the seed and
 //! prints a minimized history; the full history is left in the run directory.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -151,6 +152,11 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
         problems.push("no leader within 60s after healing".to_string());
     }
 
+    // Keys on expiring leases must go away (before the final reads, so that the watchers,
+    // which stop at the final revision, see their deletion).
+    let (expiry_problems, expired) = expiry_check(&cfg.workload, &shared, &all).await;
+    problems.extend(expiry_problems);
+
     // Final linearizable reads of every key become part of the history: an acknowledged write
     // that was lost shows up as a violation there.
     let final_revision = final_reads(&cfg.workload, &shared, &all).await;
@@ -191,6 +197,8 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
         ));
     }
     problems.extend(model::check_revisions(&history));
+    problems.extend(model::check_pairs(&history));
+    problems.extend(watch_check::check_expired_seen(&watch_records, &expired));
     problems.extend(watch_check::check_watches(
         &watch_records,
         &history,
@@ -235,6 +243,83 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
     })
 }
 
+/// Every key an expiring put was sent to must be absent within the lease's TTL plus a margin
+/// for elections after healing (a new leader restarts every lease's clock). The reads are
+/// recorded. Returns the problems and the keys seen gone.
+async fn expiry_check(
+    w: &Workload,
+    shared: &Shared,
+    endpoints: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let history = shared.history.lock().map(|h| h.clone()).unwrap_or_default();
+    let mut ttl = 0;
+    let mut keys: Vec<String> = Vec::new();
+    for op in &history {
+        if let Input::PutExpiring { ttl: t, .. } = op.input {
+            ttl = ttl.max(t);
+            if !keys.contains(&op.key) {
+                keys.push(op.key.clone());
+            }
+        }
+    }
+    let margin = Duration::from_secs(15);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) + margin;
+    let mut pending = keys.clone();
+    let mut last = HashMap::new();
+    while !pending.is_empty() && tokio::time::Instant::now() < deadline {
+        let mut still = Vec::new();
+        for key in pending {
+            let mut gone = false;
+            for ep in endpoints {
+                let Some(c) = connect(ep).await else { continue };
+                let call = shared.now();
+                let out = tokio::time::timeout(
+                    w.request_timeout,
+                    workload::execute(&c, &key, &Input::Get),
+                )
+                .await;
+                let Ok(Ok(output)) = out else { continue };
+                if let Output::Get { value, .. } = &output {
+                    gone = value.is_none();
+                    last.insert(key.clone(), value.clone());
+                }
+                shared.record(OpRecord {
+                    id: shared.next_id.fetch_add(1, Ordering::SeqCst),
+                    client: usize::MAX,
+                    endpoint: ep.clone(),
+                    key: key.clone(),
+                    input: Input::Get,
+                    output,
+                    call,
+                    ret: shared.now(),
+                    txn: None,
+                });
+                break;
+            }
+            if !gone {
+                still.push(key);
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let problems = pending
+        .iter()
+        .map(|k| {
+            format!(
+                "{k} was put on a lease of {ttl}s nobody kept alive, and still holds {:?} {}s after the run healed",
+                last.get(k).cloned().flatten(),
+                ttl + i64::try_from(margin.as_secs()).unwrap_or(0)
+            )
+        })
+        .collect();
+    let gone = keys.into_iter().filter(|k| !pending.contains(k)).collect();
+    (problems, gone)
+}
+
 /// Reads every key once, linearizably, retrying across members; returns the highest revision
 /// seen (the store's revision once the run settled, since nothing writes any more).
 async fn final_reads(w: &Workload, shared: &Shared, endpoints: &[String]) -> i64 {
@@ -263,6 +348,7 @@ async fn final_reads(w: &Workload, shared: &Shared, endpoints: &[String]) -> i64
                         output,
                         call,
                         ret: shared.now(),
+                        txn: None,
                     });
                     break 'retry;
                 }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::history::{EventKind, Input, OpRecord, Output, WatchEvent, WatchRecord};
+use crate::history::{pair_partner, EventKind, Input, OpRecord, Output, WatchEvent, WatchRecord};
 
 #[derive(Default)]
 struct Seen {
@@ -134,8 +134,10 @@ pub fn check_watches(
             (Input::Delete, Output::Delete { revision, .. }) => {
                 deleters.insert((op.key.as_str(), *revision));
             }
+            // Revokes, and expiries of the leases expiring puts attached, delete at revisions
+            // no client was told.
             (Input::Delete | Input::Revoke { .. }, Output::Unknown { .. })
-            | (Input::Revoke { .. }, _) => {
+            | (Input::Revoke { .. } | Input::PutExpiring { .. }, _) => {
                 maybe_deleted.insert(op.key.as_str());
             }
             _ => {}
@@ -202,6 +204,18 @@ pub fn check_watches(
         }
     }
 
+    // A pair txn's two writes are one revision: each event on a pair key has its partner's
+    // event at the same revision (and the split check above puts them in one response).
+    for (rev, key) in log.keys() {
+        if let Some(partner) = pair_partner(key) {
+            if !log.contains_key(&(*rev, partner.clone())) {
+                problems.push(format!(
+                    "watchers saw {key} change at revision {rev} without {partner}"
+                ));
+            }
+        }
+    }
+
     // No revision is missing from the log: every revision the run created was a write under the
     // watched prefix, so a gap is an event every watcher lost.
     let revs: Vec<i64> = log.keys().map(|(r, _)| *r).collect();
@@ -216,6 +230,32 @@ pub fn check_watches(
         }
     }
     problems
+}
+
+/// Keys that must be gone once their leases expired: the watchers' last event on each is a
+/// delete (`keys` are those the run saw absent at its end).
+pub fn check_expired_seen(records: &[WatchRecord], keys: &[String]) -> Vec<String> {
+    let mut last: HashMap<&str, &WatchEvent> = HashMap::new();
+    for r in records {
+        if let WatchRecord::Events { events, .. } = r {
+            for e in events {
+                let newer = last
+                    .get(e.key.as_str())
+                    .is_none_or(|l| l.mod_revision <= e.mod_revision);
+                if newer {
+                    last.insert(e.key.as_str(), e);
+                }
+            }
+        }
+    }
+    keys.iter()
+        .filter_map(|k| match last.get(k.as_str()) {
+            Some(e) if e.kind == EventKind::Put => Some(format!(
+                "{k} expired, but the watchers' last event on it is {e:?}"
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 fn same_response(map: &HashMap<(usize, i64), usize>, watcher: usize, rev: i64, n: usize) -> bool {
@@ -236,6 +276,7 @@ mod tests {
             output: Output::Put { revision: rev },
             call: id * 10,
             ret: id * 10 + 5,
+            txn: None,
         }
     }
 
@@ -338,6 +379,45 @@ mod tests {
             events(0, vec![ev("a", "q", 4)]),
         ];
         assert!(!check_watches(&phantom, &history(), 4).is_empty());
+    }
+
+    #[test]
+    fn a_pair_write_is_seen_whole_and_an_expiry_is_seen() {
+        let h = vec![
+            OpRecord {
+                txn: Some(9),
+                ..put_op(1, "/t/pa0", "v/a", 2)
+            },
+            OpRecord {
+                txn: Some(9),
+                ..put_op(2, "/t/pb0", "v/b", 2)
+            },
+        ];
+        let whole = vec![
+            created(0, 1),
+            events(0, vec![ev("/t/pa0", "v/a", 2), ev("/t/pb0", "v/b", 2)]),
+        ];
+        assert_eq!(check_watches(&whole, &h, 2), Vec::<String>::new());
+        let torn = vec![created(0, 1), events(0, vec![ev("/t/pa0", "v/a", 2)])];
+        assert!(!check_watches(&torn, &h, 2).is_empty());
+
+        let keys = vec!["/t/e0".to_string()];
+        let put_only = vec![created(0, 1), events(0, vec![ev("/t/e0", "x", 2)])];
+        assert_eq!(check_expired_seen(&put_only, &keys).len(), 1);
+        let deleted = vec![
+            created(0, 1),
+            events(0, vec![ev("/t/e0", "x", 2)]),
+            events(
+                0,
+                vec![WatchEvent {
+                    key: "/t/e0".into(),
+                    kind: EventKind::Delete,
+                    value: None,
+                    mod_revision: 3,
+                }],
+            ),
+        ];
+        assert!(check_expired_seen(&deleted, &keys).is_empty());
     }
 
     #[test]
