@@ -15,6 +15,7 @@ pub mod netns;
 pub mod procs;
 pub mod proxy;
 pub mod run;
+pub mod slice;
 pub mod watch_check;
 pub mod watchers;
 pub mod workload;

@@ -17,6 +17,7 @@ use crate::model;
 use crate::nemesis::{self, Fault, FaultRecord};
 use crate::netns::Netns;
 use crate::procs::{self, Cluster};
+use crate::slice;
 use crate::watch_check;
 use crate::watchers::{self, WatchShared};
 use crate::workload::{self, connect, Shared, Workload};
@@ -173,7 +174,15 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
     history::write_jsonl(&cfg.dir.join("nemesis.jsonl"), &faults)?;
 
     if let Some((leader_ep, _)) = &leader {
-        problems.extend(lost_writes(leader_ep, &history).await);
+        for (text, at) in lost_writes_located(leader_ep, &history).await {
+            // The seed is in the report's first line; the slice shows the write's neighbours.
+            problems.push(match at {
+                Some((key, rev)) => {
+                    text + &slice::describe(&history, &watch_records, Some(&key), rev)
+                }
+                None => text,
+            });
+        }
         problems.extend(converged(&all).await);
     }
     let lin = model::check_linearizable(&history, Duration::from_secs(60));
@@ -199,11 +208,18 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
     problems.extend(model::check_revisions(&history));
     problems.extend(model::check_pairs(&history));
     problems.extend(watch_check::check_expired_seen(&watch_records, &expired));
-    problems.extend(watch_check::check_watches(
-        &watch_records,
-        &history,
-        final_revision,
-    ));
+    // Watch problems can be many (one lost event shows up in every watcher): print the history
+    // around the first few.
+    for (n, p) in watch_check::check_watches_located(&watch_records, &history, final_revision)
+        .into_iter()
+        .enumerate()
+    {
+        problems.push(if n < 5 {
+            p.text + &slice::describe(&history, &watch_records, p.key.as_deref(), p.revision)
+        } else {
+            p.text
+        });
+    }
 
     let count = |f: Fault| {
         faults
@@ -361,8 +377,23 @@ async fn final_reads(w: &Workload, shared: &Shared, endpoints: &[String]) -> i64
 
 /// No acknowledged write is lost: each one is still there at its revision (runs do not compact).
 pub async fn lost_writes(endpoint: &str, history: &[OpRecord]) -> Vec<String> {
+    lost_writes_located(endpoint, history)
+        .await
+        .into_iter()
+        .map(|(text, _)| text)
+        .collect()
+}
+
+/// `lost_writes`, each problem with the key and revision of the write in question.
+pub async fn lost_writes_located(
+    endpoint: &str,
+    history: &[OpRecord],
+) -> Vec<(String, Option<(String, i64)>)> {
     let Some(c) = connect(endpoint).await else {
-        return vec![format!("cannot reach {endpoint} for the lost-write check")];
+        return vec![(
+            format!("cannot reach {endpoint} for the lost-write check"),
+            None,
+        )];
     };
     let mut problems = Vec::new();
     for op in history {
@@ -377,11 +408,9 @@ pub async fn lost_writes(endpoint: &str, history: &[OpRecord]) -> Vec<String> {
         let got = match c.kv().range(req).await {
             Ok(r) => r.into_inner(),
             Err(e) => {
-                problems.push(format!(
-                    "op {}: reading {} at {rev}: {}",
-                    op.id,
-                    op.key,
-                    e.message()
+                problems.push((
+                    format!("op {}: reading {} at {rev}: {}", op.id, op.key, e.message()),
+                    Some((op.key.clone(), rev)),
                 ));
                 continue;
             }
@@ -392,15 +421,18 @@ pub async fn lost_writes(endpoint: &str, history: &[OpRecord]) -> Vec<String> {
             None => kv.is_none(),
         };
         if !ok {
-            problems.push(format!(
-                "acknowledged op {} ({:?} on {} at revision {rev}) is lost: the store has {:?}",
-                op.id,
-                op.input,
-                op.key,
-                kv.map(|kv| (
-                    String::from_utf8_lossy(&kv.value).into_owned(),
-                    kv.mod_revision
-                ))
+            problems.push((
+                format!(
+                    "acknowledged op {} ({:?} on {} at revision {rev}) is lost: the store has {:?}",
+                    op.id,
+                    op.input,
+                    op.key,
+                    kv.map(|kv| (
+                        String::from_utf8_lossy(&kv.value).into_owned(),
+                        kv.mod_revision
+                    ))
+                ),
+                Some((op.key.clone(), rev)),
             ));
         }
     }

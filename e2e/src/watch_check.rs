@@ -22,6 +22,35 @@ pub fn check_watches(
     history: &[OpRecord],
     final_revision: i64,
 ) -> Vec<String> {
+    check_watches_located(records, history, final_revision)
+        .into_iter()
+        .map(|p| p.text)
+        .collect()
+}
+
+/// A watch problem, with the key (when there is one) and revision where it shows, so the
+/// report can print the history around it (`slice`).
+#[derive(Debug)]
+pub struct WatchProblem {
+    pub text: String,
+    pub key: Option<String>,
+    pub revision: i64,
+}
+
+fn push(problems: &mut Vec<WatchProblem>, key: Option<&str>, revision: i64, text: String) {
+    problems.push(WatchProblem {
+        text,
+        key: key.map(String::from),
+        revision,
+    });
+}
+
+/// `check_watches`, each problem with where it shows.
+pub fn check_watches_located(
+    records: &[WatchRecord],
+    history: &[OpRecord],
+    final_revision: i64,
+) -> Vec<WatchProblem> {
     let mut problems = Vec::new();
     let mut watchers: BTreeMap<usize, Seen> = BTreeMap::new();
     let mut rev_response: HashMap<(usize, i64), usize> = HashMap::new();
@@ -37,10 +66,15 @@ pub fn check_watches(
                     None => w.start = Some(*start_revision),
                     // Resuming must continue right after what was seen (the harness resumes
                     // from last + 1; anything else would hide a gap).
-                    Some(_) if *start_revision > w.last + 1 => problems.push(format!(
+                    Some(_) if *start_revision > w.last + 1 => push(
+                        &mut problems,
+                        None,
+                        *start_revision,
+                        format!(
                         "watcher {watcher} resumed at {start_revision} after seeing only up to {}",
                         w.last
-                    )),
+                    ),
+                    ),
                     Some(_) => {}
                 }
             }
@@ -55,31 +89,46 @@ pub fn check_watches(
                     if rev <= w.last
                         && !(rev == w.last && same_response(&rev_response, *watcher, rev, n))
                     {
-                        problems.push(format!(
+                        push(&mut problems, Some(&e.key), rev, format!(
                             "watcher {watcher}: event {} at revision {rev} arrived after revision {} was delivered or bookmarked",
                             e.key, w.last
                         ));
                     }
                     if let Some(prev) = rev_response.insert((*watcher, rev), n) {
                         if prev != n {
-                            problems.push(format!(
-                                "watcher {watcher}: revision {rev} split across two responses"
-                            ));
+                            push(
+                                &mut problems,
+                                Some(&e.key),
+                                rev,
+                                format!(
+                                    "watcher {watcher}: revision {rev} split across two responses"
+                                ),
+                            );
                         }
                     }
                     if w.events
                         .insert((rev, e.key.clone()), (n, e.clone()))
                         .is_some()
                     {
-                        problems.push(format!(
-                            "watcher {watcher}: event {} at revision {rev} delivered twice",
-                            e.key
-                        ));
+                        push(
+                            &mut problems,
+                            Some(&e.key),
+                            rev,
+                            format!(
+                                "watcher {watcher}: event {} at revision {rev} delivered twice",
+                                e.key
+                            ),
+                        );
                     }
                     if w.start.is_some_and(|s| rev < s) {
-                        problems.push(format!(
+                        push(
+                            &mut problems,
+                            Some(&e.key),
+                            rev,
+                            format!(
                             "watcher {watcher}: event at revision {rev} before its start revision"
-                        ));
+                        ),
+                        );
                     }
                     w.last = w.last.max(rev);
                 }
@@ -92,9 +141,12 @@ pub fn check_watches(
     for (id, w) in &watchers {
         for (k, (_, e)) in &w.events {
             match log.get(k) {
-                Some(other) if other != e => problems.push(format!(
-                    "watcher {id} saw {e:?} where another watcher saw {other:?}"
-                )),
+                Some(other) if other != e => push(
+                    &mut problems,
+                    Some(&e.key),
+                    e.mod_revision,
+                    format!("watcher {id} saw {e:?} where another watcher saw {other:?}"),
+                ),
                 Some(_) => {}
                 None => {
                     log.insert(k.clone(), e.clone());
@@ -107,17 +159,27 @@ pub fn check_watches(
     for (id, w) in &watchers {
         let start = w.start.unwrap_or(1);
         if w.last < final_revision {
-            problems.push(format!(
-                "watcher {id} only reached revision {} of {final_revision}",
-                w.last
-            ));
+            push(
+                &mut problems,
+                None,
+                w.last,
+                format!(
+                    "watcher {id} only reached revision {} of {final_revision}",
+                    w.last
+                ),
+            );
         }
         for (k, e) in log.range((start, String::new())..) {
             if k.0 > w.last {
                 break;
             }
             if !w.events.contains_key(k) {
-                problems.push(format!("watcher {id} missed {e:?}"));
+                push(
+                    &mut problems,
+                    Some(&e.key),
+                    e.mod_revision,
+                    format!("watcher {id} missed {e:?}"),
+                );
             }
         }
     }
@@ -160,14 +222,21 @@ pub fn check_watches(
             };
             match log.get(&(rev, op.key.clone())) {
                 Some(e) if *e == expected => {}
-                Some(e) => problems.push(format!(
-                    "op {} wrote {expected:?} but watchers saw {e:?}",
-                    op.id
-                )),
-                None if !covered.is_empty() => problems.push(format!(
-                    "acknowledged op {} ({expected:?}) never reached watchers {covered:?}",
-                    op.id
-                )),
+                Some(e) => push(
+                    &mut problems,
+                    Some(&op.key),
+                    rev,
+                    format!("op {} wrote {expected:?} but watchers saw {e:?}", op.id),
+                ),
+                None if !covered.is_empty() => push(
+                    &mut problems,
+                    Some(&op.key),
+                    rev,
+                    format!(
+                        "acknowledged op {} ({expected:?}) never reached watchers {covered:?}",
+                        op.id
+                    ),
+                ),
                 None => {}
             }
         }
@@ -181,14 +250,24 @@ pub fn check_watches(
                     .and_then(|v| writer_of.get(v))
                     .filter(|op| op.key == e.key);
                 match known {
-                    None => problems.push(format!("watch event {e:?} was written by no client")),
+                    None => push(
+                        &mut problems,
+                        Some(&e.key),
+                        e.mod_revision,
+                        format!("watch event {e:?} was written by no client"),
+                    ),
                     Some(op) => {
                         if let Some(rev) = op.write_revision() {
                             if rev != e.mod_revision {
-                                problems.push(format!(
-                                    "watch event {e:?} but op {} was acknowledged at {rev}",
-                                    op.id
-                                ));
+                                push(
+                                    &mut problems,
+                                    Some(&e.key),
+                                    e.mod_revision,
+                                    format!(
+                                        "watch event {e:?} but op {} was acknowledged at {rev}",
+                                        op.id
+                                    ),
+                                );
                             }
                         }
                     }
@@ -198,7 +277,12 @@ pub fn check_watches(
                 if !deleters.contains(&(e.key.as_str(), e.mod_revision))
                     && !maybe_deleted.contains(e.key.as_str())
                 {
-                    problems.push(format!("watch event {e:?} was deleted by no client"));
+                    push(
+                        &mut problems,
+                        Some(&e.key),
+                        e.mod_revision,
+                        format!("watch event {e:?} was deleted by no client"),
+                    );
                 }
             }
         }
@@ -209,9 +293,12 @@ pub fn check_watches(
     for (rev, key) in log.keys() {
         if let Some(partner) = pair_partner(key) {
             if !log.contains_key(&(*rev, partner.clone())) {
-                problems.push(format!(
-                    "watchers saw {key} change at revision {rev} without {partner}"
-                ));
+                push(
+                    &mut problems,
+                    Some(key),
+                    *rev,
+                    format!("watchers saw {key} change at revision {rev} without {partner}"),
+                );
             }
         }
     }
@@ -226,7 +313,12 @@ pub fn check_watches(
             .take(10)
             .collect();
         if !missing.is_empty() {
-            problems.push(format!("no watcher saw revisions {missing:?}"));
+            push(
+                &mut problems,
+                None,
+                missing[0],
+                format!("no watcher saw revisions {missing:?}"),
+            );
         }
     }
     problems
