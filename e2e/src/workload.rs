@@ -82,7 +82,7 @@ impl Default for Workload {
         Self {
             keys: 8,
             lease_keys: 3,
-            expiring_keys: 2,
+            expiring_keys: 4,
             expiry_ttl: 2,
             pairs: 2,
             request_timeout: Duration::from_secs(2),
@@ -161,7 +161,8 @@ pub async fn run_client(id: usize, seed: u64, w: Workload, shared: Arc<Shared>) 
         }
         if kind < 18 && w.expiring_keys > 0 {
             let k = expiring_key(rng.gen_range(0..w.expiring_keys));
-            let input = if rng.gen_bool(0.5) {
+            // Mostly reads: a key put again before its TTL ran out would rarely expire.
+            let input = if rng.gen_bool(0.7) {
                 Input::Get
             } else {
                 let grant = tokio::time::timeout(
