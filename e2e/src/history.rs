@@ -30,6 +30,13 @@ pub enum Input {
     Revoke {
         lease: i64,
     },
+    /// Put bound to a short-TTL lease that nobody keeps alive: the store deletes the key when
+    /// the lease expires (the checker adds that deletion as an operation of unknown time).
+    PutExpiring {
+        value: String,
+        lease: i64,
+        ttl: i64,
+    },
 }
 
 impl Input {
@@ -80,15 +87,20 @@ pub struct OpRecord {
     pub output: Output,
     pub call: u64,
     pub ret: u64,
+    /// Operations recorded from one multi-key txn share this id (and their call, return and
+    /// revision): the pair writes and pair reads of the workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<u64>,
 }
 
 impl OpRecord {
     /// The revision a successful write created, when it created one.
     pub fn write_revision(&self) -> Option<i64> {
         match (&self.input, &self.output) {
-            (Input::Put { .. } | Input::PutLease { .. }, Output::Put { revision }) => {
-                Some(*revision)
-            }
+            (
+                Input::Put { .. } | Input::PutLease { .. } | Input::PutExpiring { .. },
+                Output::Put { revision },
+            ) => Some(*revision),
             (
                 Input::Cas { .. },
                 Output::Cas {
@@ -106,12 +118,25 @@ impl OpRecord {
     /// The value this operation writes, if it writes one.
     pub fn written_value(&self) -> Option<&str> {
         match &self.input {
-            Input::Put { value } | Input::PutLease { value, .. } | Input::Cas { value, .. } => {
-                Some(value)
-            }
+            Input::Put { value }
+            | Input::PutLease { value, .. }
+            | Input::PutExpiring { value, .. }
+            | Input::Cas { value, .. } => Some(value),
             _ => None,
         }
     }
+}
+
+/// The two keys a pair txn writes and reads together: `<prefix>pa<i>` and `<prefix>pb<i>`.
+/// Returns the partner of a pair key.
+pub fn pair_partner(key: &str) -> Option<String> {
+    let (head, tail) = key.rsplit_once('/')?;
+    let other = if let Some(i) = tail.strip_prefix("pa") {
+        format!("pb{i}")
+    } else {
+        format!("pa{}", tail.strip_prefix("pb")?)
+    };
+    Some(format!("{head}/{other}"))
 }
 
 /// The kind of a watch event.

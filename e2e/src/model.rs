@@ -37,10 +37,12 @@ impl Model for KvModel {
                 value: Some(value.clone()),
                 lease: None,
             }),
-            Input::PutLease { value, lease } => Some(KeyState {
-                value: Some(value.clone()),
-                lease: Some(*lease),
-            }),
+            Input::PutLease { value, lease } | Input::PutExpiring { value, lease, .. } => {
+                Some(KeyState {
+                    value: Some(value.clone()),
+                    lease: Some(*lease),
+                })
+            }
             Input::Cas { expect, value } => {
                 let matches = s.value == *expect;
                 if let Output::Cas { succeeded, .. } = output {
@@ -93,6 +95,8 @@ pub struct LinReport {
 }
 
 /// Splits the history by key and checks each key (failed reads are dropped: they have no effect).
+/// Each put on an expiring lease brings a synthetic operation: the lease's expiry, a revoke at
+/// an unknown time after the put's call (see `expiry_ops`).
 pub fn check_linearizable(history: &[OpRecord], per_key_budget: Duration) -> LinReport {
     let mut by_key: BTreeMap<&str, Vec<&OpRecord>> = BTreeMap::new();
     for op in history {
@@ -107,7 +111,12 @@ pub fn check_linearizable(history: &[OpRecord], per_key_budget: Duration) -> Lin
         ..Default::default()
     };
     for (key, ops) in by_key {
-        let lin: Vec<Operation<Input, Output>> = ops.iter().map(|o| to_operation(o)).collect();
+        let mut recs: Vec<OpRecord> = ops.iter().map(|o| (*o).clone()).collect();
+        let mut lin: Vec<Operation<Input, Output>> = ops.iter().map(|o| to_operation(o)).collect();
+        for (rec, op) in expiry_ops(&ops) {
+            recs.push(rec);
+            lin.push(op);
+        }
         match linearizability::check::<KvModel>(&lin, Some(Instant::now() + per_key_budget)) {
             Verdict::Linearizable => {}
             Verdict::Unknown => report.undecided.push(key.to_string()),
@@ -118,13 +127,65 @@ pub fn check_linearizable(history: &[OpRecord], per_key_budget: Duration) -> Lin
                 );
                 report.violations.push(KeyViolation {
                     key: key.to_string(),
-                    minimal: kept.iter().map(|&i| ops[i].clone()).collect(),
-                    longest_prefix: longest_prefix.iter().map(|&i| ops[i].id).collect(),
+                    minimal: kept.iter().map(|&i| recs[i].clone()).collect(),
+                    longest_prefix: longest_prefix.iter().map(|&i| recs[i].id).collect(),
                 });
             }
         }
     }
     report
+}
+
+/// The expiry of each lease a `PutExpiring` attached to this key, as a revoke of that lease:
+/// called with the put, returning never, unless a later operation shows the key no longer
+/// carries the lease. Each lease is attached by one put only, so once an operation that
+/// started after the put returned has written the key, or read a value other than the put's,
+/// the key is off that lease for good and the expiry is a no-op from then on: bounding it by
+/// that operation's return accepts exactly the same histories and keeps the search small.
+fn expiry_ops(ops: &[&OpRecord]) -> Vec<(OpRecord, Operation<Input, Output>)> {
+    let mut out = Vec::new();
+    for put in ops {
+        let Input::PutExpiring { value, lease, .. } = &put.input else {
+            continue;
+        };
+        let acked = !matches!(put.output, Output::Unknown { .. });
+        let off_lease = |o: &&&OpRecord| {
+            o.call > put.ret
+                && match &o.output {
+                    Output::Get { value: v, .. } => v.as_ref() != Some(value),
+                    _ => o.write_revision().is_some(),
+                }
+        };
+        let ret = if acked {
+            ops.iter().filter(off_lease).map(|o| o.ret).min()
+        } else {
+            None
+        };
+        let input = Input::Revoke { lease: *lease };
+        let output = Output::Unknown {
+            error: format!("lease {lease} expires (synthetic)"),
+        };
+        out.push((
+            OpRecord {
+                id: 0,
+                client: usize::MAX,
+                endpoint: String::new(),
+                key: put.key.clone(),
+                input: input.clone(),
+                output: output.clone(),
+                call: put.call,
+                ret: ret.unwrap_or(u64::MAX),
+                txn: None,
+            },
+            Operation {
+                input,
+                output,
+                call: put.call,
+                ret,
+            },
+        ));
+    }
+    out
 }
 
 fn to_operation(o: &OpRecord) -> Operation<Input, Output> {
@@ -137,6 +198,58 @@ fn to_operation(o: &OpRecord) -> Operation<Input, Output> {
     }
 }
 
+/// Cross-key atomicity of the pair txns: a txn reading both keys of a pair sees the two halves
+/// of one pair write (values `<v>/a` and `<v>/b`, one mod_revision), or neither key; a pair
+/// write's two puts carry one revision.
+pub fn check_pairs(history: &[OpRecord]) -> Vec<String> {
+    let mut groups: BTreeMap<u64, Vec<&OpRecord>> = BTreeMap::new();
+    for op in history {
+        if let Some(t) = op.txn {
+            groups.entry(t).or_default().push(op);
+        }
+    }
+    let mut problems = Vec::new();
+    for (txn, ops) in groups {
+        let [a, b] = ops.as_slice() else {
+            problems.push(format!(
+                "txn {txn} recorded {} operations, not 2",
+                ops.len()
+            ));
+            continue;
+        };
+        let ok = match (&a.output, &b.output) {
+            (
+                Output::Get {
+                    value: va,
+                    mod_revision: ma,
+                    ..
+                },
+                Output::Get {
+                    value: vb,
+                    mod_revision: mb,
+                    ..
+                },
+            ) => {
+                let tag = |v: &Option<String>| {
+                    v.as_deref()
+                        .map(|v| v.rsplit_once('/').map_or(v, |(t, _)| t).to_string())
+                };
+                tag(va) == tag(vb) && ma == mb
+            }
+            (Output::Put { revision: ra }, Output::Put { revision: rb }) => ra == rb,
+            _ => true,
+        };
+        if !ok {
+            problems.push(format!(
+                "txn {txn} on a key pair is not atomic:\n    {}\n    {}",
+                serde_json::to_string(a).unwrap_or_default(),
+                serde_json::to_string(b).unwrap_or_default()
+            ));
+        }
+    }
+    problems
+}
+
 /// etcd's revision rules on the acknowledged operations: every write that changed something has
 /// its own revision; revisions grow with real time (a write or read that starts after a write
 /// returned sees a larger revision); a read's mod_revision is the revision of the write that put
@@ -147,7 +260,11 @@ pub fn check_revisions(history: &[OpRecord]) -> Vec<String> {
     let mut by_value: HashMap<&str, i64> = HashMap::new();
     for op in history {
         if let Some(rev) = op.write_revision() {
-            if let Some(other) = by_rev.insert(rev, op) {
+            // The puts of one txn share its revision.
+            if let Some(other) = by_rev
+                .insert(rev, op)
+                .filter(|o| o.txn.is_none() || o.txn != op.txn)
+            {
                 problems.push(format!(
                     "revision {rev} given to two writes: op {} and op {}",
                     other.id, op.id
@@ -227,6 +344,7 @@ mod tests {
             output,
             call,
             ret,
+            txn: None,
         }
     }
 
@@ -329,6 +447,66 @@ mod tests {
         let r = check_linearizable(&h, Duration::from_secs(5));
         assert_eq!(r.keys, 2);
         assert!(r.violations.is_empty(), "{r:?}");
+    }
+
+    fn expiring(v: &str, lease: i64) -> Input {
+        Input::PutExpiring {
+            value: v.into(),
+            lease,
+            ttl: 2,
+        }
+    }
+
+    #[test]
+    fn an_expired_lease_deletes_its_key_but_not_a_later_value() {
+        let expired = [
+            rec(1, "e", expiring("x", 9), Output::Put { revision: 2 }, 0, 10),
+            rec(2, "e", Input::Get, got(Some("x"), 2, 2), 20, 30),
+            rec(3, "e", Input::Get, got(None, 0, 3), 40, 50),
+        ];
+        let r = check_linearizable(&expired, Duration::from_secs(5));
+        assert!(r.violations.is_empty(), "{r:?}");
+        // Once a later put replaced the value, the old lease's expiry cannot delete the key.
+        let overwritten = [
+            rec(1, "e", expiring("x", 9), Output::Put { revision: 2 }, 0, 10),
+            rec(2, "e", put("y"), Output::Put { revision: 3 }, 20, 30),
+            rec(3, "e", Input::Get, got(None, 0, 4), 40, 50),
+        ];
+        let r = check_linearizable(&overwritten, Duration::from_secs(5));
+        assert_eq!(r.violations.len(), 1, "{r:?}");
+        // A put on a lease that is read back after it was deleted is not explained by expiry.
+        let resurrected = [
+            rec(1, "e", expiring("x", 9), Output::Put { revision: 2 }, 0, 10),
+            rec(2, "e", Input::Get, got(None, 0, 3), 20, 30),
+            rec(3, "e", Input::Get, got(Some("x"), 2, 3), 40, 50),
+        ];
+        let r = check_linearizable(&resurrected, Duration::from_secs(5));
+        assert_eq!(r.violations.len(), 1, "{r:?}");
+    }
+
+    #[test]
+    fn a_pair_read_must_see_both_halves_of_one_write() {
+        let pair = |id, key: &str, out: Output, txn| OpRecord {
+            txn: Some(txn),
+            ..rec(id, key, Input::Get, out, 0, 10)
+        };
+        let atomic = [
+            pair(1, "pa0", got(Some("c1-1/a"), 5, 7), 100),
+            pair(2, "pb0", got(Some("c1-1/b"), 5, 7), 100),
+            pair(3, "pa0", got(None, 0, 7), 101),
+            pair(4, "pb0", got(None, 0, 7), 101),
+        ];
+        assert!(check_pairs(&atomic).is_empty());
+        let torn = [
+            pair(1, "pa0", got(Some("c1-1/a"), 5, 7), 100),
+            pair(2, "pb0", got(Some("c2-3/b"), 6, 7), 100),
+        ];
+        assert_eq!(check_pairs(&torn).len(), 1);
+        let half = [
+            pair(1, "pa0", got(Some("c1-1/a"), 5, 7), 100),
+            pair(2, "pb0", got(None, 0, 7), 100),
+        ];
+        assert_eq!(check_pairs(&half).len(), 1);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use crate::netns::Slowness;
 use crate::procs::{self, Cluster};
 use crate::workload::{connect, Shared};
 
@@ -34,14 +35,21 @@ pub enum Fault {
     MoveLeader,
     /// Remove a follower, wipe it, add it back as a learner with a new identity, promote it.
     Member,
-    /// Cut a random member off from what the others send it (its peer proxy blackholes).
+    /// Isolate a random member: both ways with network namespaces, else one-sided (its peer
+    /// proxy blackholes what the others send it).
     Partition,
     /// The same, aimed at the leader.
     PartitionLeader,
+    /// Split the members into a random minority and majority (5 members: 2|3); namespaces
+    /// only (one-sided with proxies: the minority's proxies blackhole).
+    PartitionHalves,
+    /// Degrade one member's peer link both ways (netem delay, jitter and loss; a slow token
+    /// bucket where the kernel has no netem); namespaces only.
+    SlowNet,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 10] = [
         Fault::Kill,
         Fault::KillLeader,
         Fault::Pause,
@@ -50,10 +58,16 @@ impl Fault {
         Fault::Member,
         Fault::Partition,
         Fault::PartitionLeader,
+        Fault::PartitionHalves,
+        Fault::SlowNet,
     ];
 
-    pub fn needs_proxies(self) -> bool {
-        matches!(self, Fault::Partition | Fault::PartitionLeader)
+    /// Faults on the network: the run needs namespaces (or, failing that, peer proxies).
+    pub fn needs_network(self) -> bool {
+        matches!(
+            self,
+            Fault::Partition | Fault::PartitionLeader | Fault::PartitionHalves | Fault::SlowNet
+        )
     }
 }
 
@@ -69,6 +83,8 @@ impl FromStr for Fault {
             "member" => Fault::Member,
             "partition" => Fault::Partition,
             "partition-leader" => Fault::PartitionLeader,
+            "partition-halves" => Fault::PartitionHalves,
+            "slow-net" => Fault::SlowNet,
             other => return Err(format!("unknown nemesis {other:?}")),
         })
     }
@@ -131,6 +147,11 @@ pub async fn heal(cluster: &Mutex<Cluster>) {
     let mut c = cluster.lock().await;
     for p in c.proxies.iter().flatten() {
         p.unblock();
+    }
+    if let Some(net) = &c.net {
+        if let Err(e) = net.heal() {
+            eprintln!("nemesis: healing the network: {e}");
+        }
     }
     for m in &mut c.members {
         m.resume();
@@ -213,27 +234,82 @@ async fn inject(
             (eps[to].clone(), note)
         }
         Fault::Member => replace_member(rng, cluster, shared).await,
-        Fault::Partition | Fault::PartitionLeader => {
-            let target = if fault == Fault::Partition {
-                rng.gen_range(0..n)
-            } else {
-                match leader_index(cluster).await {
-                    Some((i, _)) => i,
+        Fault::Partition | Fault::PartitionLeader | Fault::PartitionHalves => {
+            let side: Vec<usize> = match fault {
+                Fault::Partition => vec![rng.gen_range(0..n)],
+                Fault::PartitionLeader => match leader_index(cluster).await {
+                    Some((i, _)) => vec![i],
                     None => return (String::new(), "no leader to aim at".into()),
-                }
+                },
+                _ => minority(rng, n),
             };
-            let name = {
+            let (names, note) = {
                 let c = cluster.lock().await;
-                match c.proxies.get(target) {
-                    Some(Some(p)) => p.block(),
-                    _ => return (c.members[target].name.clone(), "no peer proxy".into()),
-                }
-                c.members[target].name.clone()
+                let names = side
+                    .iter()
+                    .map(|&i| c.members[i].name.clone())
+                    .collect::<Vec<_>>()
+                    .join("+");
+                let note = cut(&c, &side);
+                (names, note)
             };
             tokio::time::sleep(hold).await;
             heal(cluster).await;
-            (name, String::new())
+            (names, note)
         }
+        Fault::SlowNet => {
+            let target = rng.gen_range(0..n);
+            let (name, note) = {
+                let c = cluster.lock().await;
+                let note = match &c.net {
+                    Some(net) => match net.slow(target) {
+                        Ok(Slowness::Netem) => "netem delay 80ms±40ms, 3% loss".to_string(),
+                        Ok(Slowness::TokenBucket) => {
+                            "tbf 256kbit, 150ms queue (no netem in this kernel)".to_string()
+                        }
+                        Err(e) => format!("not slowed: {e}"),
+                    },
+                    None => "skipped: needs network namespaces".to_string(),
+                };
+                (c.members[target].name.clone(), note)
+            };
+            tokio::time::sleep(hold).await;
+            heal(cluster).await;
+            (name, note)
+        }
+    }
+}
+
+/// A random minority of `n` members (at least one): with 5 members, 2 of them.
+fn minority(rng: &mut StdRng, n: usize) -> Vec<usize> {
+    let size = ((n.saturating_sub(1)) / 2).max(1);
+    let mut all: Vec<usize> = (0..n).collect();
+    all.shuffle(rng);
+    all.truncate(size);
+    all.sort_unstable();
+    all
+}
+
+/// Cuts `side` off from the other members: two ways with namespaces, else by blackholing the
+/// side's peer proxies (one-sided). Returns the fault's note.
+fn cut(c: &Cluster, side: &[usize]) -> String {
+    if let Some(net) = &c.net {
+        return match net.partition(side) {
+            Ok(()) => "two-way (netns)".to_string(),
+            Err(e) => format!("not cut: {e}"),
+        };
+    }
+    let mut blocked = 0;
+    for &i in side {
+        if let Some(Some(p)) = c.proxies.get(i) {
+            p.block();
+            blocked += 1;
+        }
+    }
+    if blocked == side.len() {
+        "one-sided (proxy)".to_string()
+    } else {
+        format!("one-sided (proxy), {blocked} of {} cut", side.len())
     }
 }
 
@@ -269,17 +345,19 @@ async fn replace_member(
         return (victim_ep, format!("remove refused: {}", e.message()));
     }
     // Clients stop using it; the removed member stops itself, kill it anyway.
-    let (name, new_port) = {
+    let (name, new_port, peer_host) = {
         let mut c = cluster.lock().await;
+        let new_port = c.fresh_peer_port(victim);
         let m = &mut c.members[victim];
         m.kill9();
         let _ = std::fs::remove_dir_all(&m.data_dir);
-        (m.name.clone(), procs::free_port())
+        (m.name.clone(), new_port, m.peer_host.clone())
     };
     let Ok(new_port) = new_port else {
         return (name, "no free port".into());
     };
-    let peer_url = format!("http://127.0.0.1:{new_port}");
+    // Same host (its namespace's peer address), new port: a new identity.
+    let peer_url = format!("http://{peer_host}:{new_port}");
     let added = match client
         .cluster()
         .member_add(MemberAddRequest {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use cairn_store::client::{Client, ConnectOptions};
 use cairn_store::proto::etcdserverpb::StatusRequest;
 
+use crate::netns::{self, Netns};
 use crate::proxy::Proxy;
 
 /// Errors from controlling processes.
@@ -17,6 +18,8 @@ use crate::proxy::Proxy;
 pub enum ProcError {
     #[error("cannot find the cairn binary (set CAIRN_BIN): looked next to {0}")]
     NoBinary(PathBuf),
+    #[error("setting up network namespaces: {0}")]
+    Netns(#[from] netns::NetnsError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -57,7 +60,12 @@ pub fn free_port() -> Result<u16, ProcError> {
 /// One member process.
 pub struct Member {
     pub name: String,
+    /// The address clients reach it on (loopback, or its namespace's client link).
+    pub client_host: String,
     pub client_port: u16,
+    /// The address it listens on and advertises for peers (loopback, or its namespace's peer
+    /// link).
+    pub peer_host: String,
     /// The peer port the member advertises (a proxy's, when partitions are injected).
     pub peer_port: u16,
     /// The peer port the member listens on.
@@ -76,6 +84,9 @@ pub struct Member {
     pub extra_args: Vec<String>,
     /// The binary (a failpoints build in the crash tests).
     pub bin: PathBuf,
+    /// The network namespace it runs in (`ip netns exec`, which execs: the child's pid is
+    /// cairn's, so kill -9 and SIGSTOP reach it).
+    pub netns: Option<String>,
     env: Vec<(String, String)>,
     child: Option<Child>,
     paused: bool,
@@ -83,11 +94,11 @@ pub struct Member {
 
 impl Member {
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.client_host, self.client_port)
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("http://{}:{}", self.peer_host, self.peer_port)
     }
 
     pub fn is_running(&self) -> bool {
@@ -116,7 +127,14 @@ impl Member {
             .open(&self.log)
             .map_err(io(format!("open {}", self.log.display())))?;
         let err = log.try_clone().map_err(io("clone log handle"))?;
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
         cmd.args([
             "serve",
             "--name",
@@ -128,7 +146,7 @@ impl Member {
             "--advertise-client-urls",
             &self.endpoint(),
             "--listen-peer-urls",
-            &format!("http://127.0.0.1:{}", self.listen_peer_port),
+            &format!("http://{}:{}", self.peer_host, self.listen_peer_port),
             "--initial-advertise-peer-urls",
             &self.peer_url(),
             "--initial-cluster",
@@ -218,62 +236,109 @@ impl Drop for Member {
 }
 
 /// The members of one run, in a directory that outlives the run when asked to (post-mortems).
+/// Fields drop in order: the members are killed before their namespaces go away.
 pub struct Cluster {
     pub members: Vec<Member>,
-    /// For each member, the proxy in front of its peer listener (partitions), if any.
+    /// For each member, the proxy in front of its peer listener (one-sided partitions), if any.
     pub proxies: Vec<Option<Proxy>>,
+    /// The members' network namespaces (two-way partitions), if the run has them.
+    pub net: Option<Netns>,
     pub dir: PathBuf,
     bin: PathBuf,
+}
+
+/// Where one member listens: client host and port, peer host, advertised and listening peer
+/// ports, namespace.
+struct Place {
+    client_host: String,
+    client_port: u16,
+    peer_host: String,
+    peer_port: u16,
+    listen_peer_port: u16,
+    netns: Option<String>,
+}
+
+impl Place {
+    fn loopback(client_port: u16, peer_port: u16, listen_peer_port: u16) -> Place {
+        Place {
+            client_host: "127.0.0.1".into(),
+            client_port,
+            peer_host: "127.0.0.1".into(),
+            peer_port,
+            listen_peer_port,
+            netns: None,
+        }
+    }
 }
 
 impl Cluster {
     /// Lays out (does not start) `n` founding members under `dir`.
     pub fn new(n: usize, dir: &Path) -> Result<Cluster, ProcError> {
-        let mut ports = Vec::new();
+        let mut places = Vec::new();
         for _ in 0..n {
             let peer = free_port()?;
-            ports.push((free_port()?, peer, peer));
+            places.push(Place::loopback(free_port()?, peer, peer));
         }
-        Self::lay_out(ports, dir, Vec::new())
+        Self::lay_out(places, dir, Vec::new(), None)
     }
 
     /// Like `new`, with a fault-injecting proxy in front of each member's peer listener.
     pub async fn new_proxied(n: usize, dir: &Path) -> Result<Cluster, ProcError> {
-        let mut ports = Vec::new();
+        let mut places = Vec::new();
         let mut proxies = Vec::new();
         for _ in 0..n {
             let listen = free_port()?;
             let proxy = Proxy::start(listen)
                 .await
                 .map_err(io("start a peer proxy"))?;
-            ports.push((free_port()?, proxy.port, listen));
+            places.push(Place::loopback(free_port()?, proxy.port, listen));
             proxies.push(Some(proxy));
         }
-        Self::lay_out(ports, dir, proxies)
+        Self::lay_out(places, dir, proxies, None)
     }
 
-    /// (client port, advertised peer port, listening peer port) per member.
+    /// Like `new`, each member in its own network namespace (see `netns`).
+    pub fn new_netns(n: usize, dir: &Path) -> Result<Cluster, ProcError> {
+        let net = Netns::create(n)?;
+        let places = net
+            .members
+            .iter()
+            .map(|m| Place {
+                client_host: m.client_ip.clone(),
+                client_port: netns::CLIENT_PORT,
+                peer_host: m.peer_ip.clone(),
+                peer_port: netns::PEER_PORT,
+                listen_peer_port: netns::PEER_PORT,
+                netns: Some(m.ns.clone()),
+            })
+            .collect();
+        Self::lay_out(places, dir, Vec::new(), Some(net))
+    }
+
     fn lay_out(
-        ports: Vec<(u16, u16, u16)>,
+        places: Vec<Place>,
         dir: &Path,
         mut proxies: Vec<Option<Proxy>>,
+        net: Option<Netns>,
     ) -> Result<Cluster, ProcError> {
         let bin = cairn_bin()?;
-        proxies.resize_with(ports.len(), || None);
-        let initial_cluster = ports
+        proxies.resize_with(places.len(), || None);
+        let initial_cluster = places
             .iter()
             .enumerate()
-            .map(|(i, (_, p, _))| format!("m{i}=http://127.0.0.1:{p}"))
+            .map(|(i, p)| format!("m{i}=http://{}:{}", p.peer_host, p.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let members = ports
-            .iter()
+        let members = places
+            .into_iter()
             .enumerate()
-            .map(|(i, (c, p, l))| Member {
+            .map(|(i, p)| Member {
                 name: format!("m{i}"),
-                client_port: *c,
-                peer_port: *p,
-                listen_peer_port: *l,
+                client_host: p.client_host,
+                client_port: p.client_port,
+                peer_host: p.peer_host,
+                peer_port: p.peer_port,
+                listen_peer_port: p.listen_peer_port,
                 data_dir: dir.join(format!("m{i}")),
                 log: dir.join(format!("m{i}.log")),
                 initial_cluster: initial_cluster.clone(),
@@ -282,6 +347,7 @@ impl Cluster {
                 snapshot_count: 2000,
                 extra_args: Vec::new(),
                 bin: bin.clone(),
+                netns: p.netns,
                 env: Vec::new(),
                 child: None,
                 paused: false,
@@ -290,12 +356,13 @@ impl Cluster {
         Ok(Cluster {
             members,
             proxies,
+            net,
             dir: dir.to_path_buf(),
             bin,
         })
     }
 
-    /// Lays out a member that will join with `--initial-cluster-state existing`.
+    /// Lays out a member that will join with `--initial-cluster-state existing` (on loopback).
     pub fn add_joiner(
         &mut self,
         name: &str,
@@ -304,7 +371,9 @@ impl Cluster {
     ) -> Result<usize, ProcError> {
         self.members.push(Member {
             name: name.to_string(),
+            client_host: "127.0.0.1".into(),
             client_port: free_port()?,
+            peer_host: "127.0.0.1".into(),
             peer_port,
             listen_peer_port: peer_port,
             data_dir: self.dir.join(name),
@@ -315,12 +384,22 @@ impl Cluster {
             snapshot_count: 2000,
             extra_args: Vec::new(),
             bin: self.bin.clone(),
+            netns: None,
             env: Vec::new(),
             child: None,
             paused: false,
         });
         self.proxies.push(None);
         Ok(self.members.len() - 1)
+    }
+
+    /// A new peer port for member `i` re-added with a new identity (its id derives from the
+    /// peer URL): the next port in its namespace, or a free loopback port.
+    pub fn fresh_peer_port(&self, i: usize) -> Result<u16, ProcError> {
+        match (&self.net, self.members.get(i)) {
+            (Some(_), Some(m)) => Ok(m.peer_port.wrapping_add(1)),
+            _ => free_port(),
+        }
     }
 
     pub fn start_all(&mut self) -> Result<(), ProcError> {

@@ -2,6 +2,7 @@
 //! read everything back, then check the recorded history. Every failure names the seed and
 //! prints a minimized history; the full history is left in the run directory.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use tokio::sync::Mutex;
 use crate::history::{self, Input, OpRecord, Output};
 use crate::model;
 use crate::nemesis::{self, Fault, FaultRecord};
+use crate::netns::Netns;
 use crate::procs::{self, Cluster};
+use crate::slice;
 use crate::watch_check;
 use crate::watchers::{self, WatchShared};
 use crate::workload::{self, connect, Shared, Workload};
@@ -44,6 +47,8 @@ pub struct Report {
     pub reads: usize,
     pub watch_events: usize,
     pub faults: Vec<(Fault, usize)>,
+    /// How network faults were injected (two-way with namespaces, or one-sided proxies).
+    pub network: String,
     pub final_revision: i64,
     pub problems: Vec<String>,
     pub dir: PathBuf,
@@ -66,13 +71,32 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
+/// The cluster for a run, and how its network faults work (for the report): network
+/// namespaces when the nemesis has network faults and this machine allows them, else peer
+/// proxies, said loudly since those partitions are one-sided.
+async fn layout(cfg: &Config) -> Result<(Cluster, String), RunError> {
+    if !cfg.nemesis.iter().any(|f| f.needs_network()) {
+        return Ok((Cluster::new(cfg.members, &cfg.dir)?, "none".into()));
+    }
+    let why = match Netns::probe() {
+        Ok(()) => match Cluster::new_netns(cfg.members, &cfg.dir) {
+            Ok(c) => return Ok((c, "two-way partitions (network namespaces)".into())),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    eprintln!(
+        "cairn-torture: WARNING: no network namespaces ({why}); partitions are ONE-SIDED \
+         (a proxy blackholes what others send a member, its own requests still flow) and \
+         slow-net is skipped"
+    );
+    let c = Cluster::new_proxied(cfg.members, &cfg.dir).await?;
+    Ok((c, format!("one-sided partitions (proxies): {why}")))
+}
+
 pub async fn run(cfg: Config) -> Result<Report, RunError> {
     std::fs::create_dir_all(&cfg.dir)?;
-    let mut cluster = if cfg.nemesis.iter().any(|f| f.needs_proxies()) {
-        Cluster::new_proxied(cfg.members, &cfg.dir).await?
-    } else {
-        Cluster::new(cfg.members, &cfg.dir)?
-    };
+    let (mut cluster, network) = layout(&cfg).await?;
     cluster.start_all()?;
     let eps = cluster.all_endpoints();
     if procs::wait_leader(&eps, Duration::from_secs(30))
@@ -129,6 +153,11 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
         problems.push("no leader within 60s after healing".to_string());
     }
 
+    // Keys on expiring leases must go away (before the final reads, so that the watchers,
+    // which stop at the final revision, see their deletion).
+    let (expiry_problems, expired) = expiry_check(&cfg.workload, &shared, &all).await;
+    problems.extend(expiry_problems);
+
     // Final linearizable reads of every key become part of the history: an acknowledged write
     // that was lost shows up as a violation there.
     let final_revision = final_reads(&cfg.workload, &shared, &all).await;
@@ -145,7 +174,15 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
     history::write_jsonl(&cfg.dir.join("nemesis.jsonl"), &faults)?;
 
     if let Some((leader_ep, _)) = &leader {
-        problems.extend(lost_writes(leader_ep, &history).await);
+        for (text, at) in lost_writes_located(leader_ep, &history).await {
+            // The seed is in the report's first line; the slice shows the write's neighbours.
+            problems.push(match at {
+                Some((key, rev)) => {
+                    text + &slice::describe(&history, &watch_records, Some(&key), rev)
+                }
+                None => text,
+            });
+        }
         problems.extend(converged(&all).await);
     }
     let lin = model::check_linearizable(&history, Duration::from_secs(60));
@@ -169,11 +206,20 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
         ));
     }
     problems.extend(model::check_revisions(&history));
-    problems.extend(watch_check::check_watches(
-        &watch_records,
-        &history,
-        final_revision,
-    ));
+    problems.extend(model::check_pairs(&history));
+    problems.extend(watch_check::check_expired_seen(&watch_records, &expired));
+    // Watch problems can be many (one lost event shows up in every watcher): print the history
+    // around the first few.
+    for (n, p) in watch_check::check_watches_located(&watch_records, &history, final_revision)
+        .into_iter()
+        .enumerate()
+    {
+        problems.push(if n < 5 {
+            p.text + &slice::describe(&history, &watch_records, p.key.as_deref(), p.revision)
+        } else {
+            p.text
+        });
+    }
 
     let count = |f: Fault| {
         faults
@@ -206,10 +252,88 @@ pub async fn run(cfg: Config) -> Result<Report, RunError> {
             .map(|&f| (f, count(f)))
             .filter(|(_, n)| *n > 0)
             .collect(),
+        network,
         final_revision,
         problems,
         dir: cfg.dir.clone(),
     })
+}
+
+/// Every key an expiring put was sent to must be absent within the lease's TTL plus a margin
+/// for elections after healing (a new leader restarts every lease's clock). The reads are
+/// recorded. Returns the problems and the keys seen gone.
+async fn expiry_check(
+    w: &Workload,
+    shared: &Shared,
+    endpoints: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let history = shared.history.lock().map(|h| h.clone()).unwrap_or_default();
+    let mut ttl = 0;
+    let mut keys: Vec<String> = Vec::new();
+    for op in &history {
+        if let Input::PutExpiring { ttl: t, .. } = op.input {
+            ttl = ttl.max(t);
+            if !keys.contains(&op.key) {
+                keys.push(op.key.clone());
+            }
+        }
+    }
+    let margin = Duration::from_secs(15);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) + margin;
+    let mut pending = keys.clone();
+    let mut last = HashMap::new();
+    while !pending.is_empty() && tokio::time::Instant::now() < deadline {
+        let mut still = Vec::new();
+        for key in pending {
+            let mut gone = false;
+            for ep in endpoints {
+                let Some(c) = connect(ep).await else { continue };
+                let call = shared.now();
+                let out = tokio::time::timeout(
+                    w.request_timeout,
+                    workload::execute(&c, &key, &Input::Get),
+                )
+                .await;
+                let Ok(Ok(output)) = out else { continue };
+                if let Output::Get { value, .. } = &output {
+                    gone = value.is_none();
+                    last.insert(key.clone(), value.clone());
+                }
+                shared.record(OpRecord {
+                    id: shared.next_id.fetch_add(1, Ordering::SeqCst),
+                    client: usize::MAX,
+                    endpoint: ep.clone(),
+                    key: key.clone(),
+                    input: Input::Get,
+                    output,
+                    call,
+                    ret: shared.now(),
+                    txn: None,
+                });
+                break;
+            }
+            if !gone {
+                still.push(key);
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let problems = pending
+        .iter()
+        .map(|k| {
+            format!(
+                "{k} was put on a lease of {ttl}s nobody kept alive, and still holds {:?} {}s after the run healed",
+                last.get(k).cloned().flatten(),
+                ttl + i64::try_from(margin.as_secs()).unwrap_or(0)
+            )
+        })
+        .collect();
+    let gone = keys.into_iter().filter(|k| !pending.contains(k)).collect();
+    (problems, gone)
 }
 
 /// Reads every key once, linearizably, retrying across members; returns the highest revision
@@ -240,6 +364,7 @@ async fn final_reads(w: &Workload, shared: &Shared, endpoints: &[String]) -> i64
                         output,
                         call,
                         ret: shared.now(),
+                        txn: None,
                     });
                     break 'retry;
                 }
@@ -252,8 +377,23 @@ async fn final_reads(w: &Workload, shared: &Shared, endpoints: &[String]) -> i64
 
 /// No acknowledged write is lost: each one is still there at its revision (runs do not compact).
 pub async fn lost_writes(endpoint: &str, history: &[OpRecord]) -> Vec<String> {
+    lost_writes_located(endpoint, history)
+        .await
+        .into_iter()
+        .map(|(text, _)| text)
+        .collect()
+}
+
+/// `lost_writes`, each problem with the key and revision of the write in question.
+pub async fn lost_writes_located(
+    endpoint: &str,
+    history: &[OpRecord],
+) -> Vec<(String, Option<(String, i64)>)> {
     let Some(c) = connect(endpoint).await else {
-        return vec![format!("cannot reach {endpoint} for the lost-write check")];
+        return vec![(
+            format!("cannot reach {endpoint} for the lost-write check"),
+            None,
+        )];
     };
     let mut problems = Vec::new();
     for op in history {
@@ -268,11 +408,9 @@ pub async fn lost_writes(endpoint: &str, history: &[OpRecord]) -> Vec<String> {
         let got = match c.kv().range(req).await {
             Ok(r) => r.into_inner(),
             Err(e) => {
-                problems.push(format!(
-                    "op {}: reading {} at {rev}: {}",
-                    op.id,
-                    op.key,
-                    e.message()
+                problems.push((
+                    format!("op {}: reading {} at {rev}: {}", op.id, op.key, e.message()),
+                    Some((op.key.clone(), rev)),
                 ));
                 continue;
             }
@@ -283,15 +421,18 @@ pub async fn lost_writes(endpoint: &str, history: &[OpRecord]) -> Vec<String> {
             None => kv.is_none(),
         };
         if !ok {
-            problems.push(format!(
-                "acknowledged op {} ({:?} on {} at revision {rev}) is lost: the store has {:?}",
-                op.id,
-                op.input,
-                op.key,
-                kv.map(|kv| (
-                    String::from_utf8_lossy(&kv.value).into_owned(),
-                    kv.mod_revision
-                ))
+            problems.push((
+                format!(
+                    "acknowledged op {} ({:?} on {} at revision {rev}) is lost: the store has {:?}",
+                    op.id,
+                    op.input,
+                    op.key,
+                    kv.map(|kv| (
+                        String::from_utf8_lossy(&kv.value).into_owned(),
+                        kv.mod_revision
+                    ))
+                ),
+                Some((op.key.clone(), rev)),
             ));
         }
     }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::history::{EventKind, Input, OpRecord, Output, WatchEvent, WatchRecord};
+use crate::history::{pair_partner, EventKind, Input, OpRecord, Output, WatchEvent, WatchRecord};
 
 #[derive(Default)]
 struct Seen {
@@ -22,6 +22,35 @@ pub fn check_watches(
     history: &[OpRecord],
     final_revision: i64,
 ) -> Vec<String> {
+    check_watches_located(records, history, final_revision)
+        .into_iter()
+        .map(|p| p.text)
+        .collect()
+}
+
+/// A watch problem, with the key (when there is one) and revision where it shows, so the
+/// report can print the history around it (`slice`).
+#[derive(Debug)]
+pub struct WatchProblem {
+    pub text: String,
+    pub key: Option<String>,
+    pub revision: i64,
+}
+
+fn push(problems: &mut Vec<WatchProblem>, key: Option<&str>, revision: i64, text: String) {
+    problems.push(WatchProblem {
+        text,
+        key: key.map(String::from),
+        revision,
+    });
+}
+
+/// `check_watches`, each problem with where it shows.
+pub fn check_watches_located(
+    records: &[WatchRecord],
+    history: &[OpRecord],
+    final_revision: i64,
+) -> Vec<WatchProblem> {
     let mut problems = Vec::new();
     let mut watchers: BTreeMap<usize, Seen> = BTreeMap::new();
     let mut rev_response: HashMap<(usize, i64), usize> = HashMap::new();
@@ -37,10 +66,15 @@ pub fn check_watches(
                     None => w.start = Some(*start_revision),
                     // Resuming must continue right after what was seen (the harness resumes
                     // from last + 1; anything else would hide a gap).
-                    Some(_) if *start_revision > w.last + 1 => problems.push(format!(
+                    Some(_) if *start_revision > w.last + 1 => push(
+                        &mut problems,
+                        None,
+                        *start_revision,
+                        format!(
                         "watcher {watcher} resumed at {start_revision} after seeing only up to {}",
                         w.last
-                    )),
+                    ),
+                    ),
                     Some(_) => {}
                 }
             }
@@ -55,31 +89,46 @@ pub fn check_watches(
                     if rev <= w.last
                         && !(rev == w.last && same_response(&rev_response, *watcher, rev, n))
                     {
-                        problems.push(format!(
+                        push(&mut problems, Some(&e.key), rev, format!(
                             "watcher {watcher}: event {} at revision {rev} arrived after revision {} was delivered or bookmarked",
                             e.key, w.last
                         ));
                     }
                     if let Some(prev) = rev_response.insert((*watcher, rev), n) {
                         if prev != n {
-                            problems.push(format!(
-                                "watcher {watcher}: revision {rev} split across two responses"
-                            ));
+                            push(
+                                &mut problems,
+                                Some(&e.key),
+                                rev,
+                                format!(
+                                    "watcher {watcher}: revision {rev} split across two responses"
+                                ),
+                            );
                         }
                     }
                     if w.events
                         .insert((rev, e.key.clone()), (n, e.clone()))
                         .is_some()
                     {
-                        problems.push(format!(
-                            "watcher {watcher}: event {} at revision {rev} delivered twice",
-                            e.key
-                        ));
+                        push(
+                            &mut problems,
+                            Some(&e.key),
+                            rev,
+                            format!(
+                                "watcher {watcher}: event {} at revision {rev} delivered twice",
+                                e.key
+                            ),
+                        );
                     }
                     if w.start.is_some_and(|s| rev < s) {
-                        problems.push(format!(
+                        push(
+                            &mut problems,
+                            Some(&e.key),
+                            rev,
+                            format!(
                             "watcher {watcher}: event at revision {rev} before its start revision"
-                        ));
+                        ),
+                        );
                     }
                     w.last = w.last.max(rev);
                 }
@@ -92,9 +141,12 @@ pub fn check_watches(
     for (id, w) in &watchers {
         for (k, (_, e)) in &w.events {
             match log.get(k) {
-                Some(other) if other != e => problems.push(format!(
-                    "watcher {id} saw {e:?} where another watcher saw {other:?}"
-                )),
+                Some(other) if other != e => push(
+                    &mut problems,
+                    Some(&e.key),
+                    e.mod_revision,
+                    format!("watcher {id} saw {e:?} where another watcher saw {other:?}"),
+                ),
                 Some(_) => {}
                 None => {
                     log.insert(k.clone(), e.clone());
@@ -107,17 +159,27 @@ pub fn check_watches(
     for (id, w) in &watchers {
         let start = w.start.unwrap_or(1);
         if w.last < final_revision {
-            problems.push(format!(
-                "watcher {id} only reached revision {} of {final_revision}",
-                w.last
-            ));
+            push(
+                &mut problems,
+                None,
+                w.last,
+                format!(
+                    "watcher {id} only reached revision {} of {final_revision}",
+                    w.last
+                ),
+            );
         }
         for (k, e) in log.range((start, String::new())..) {
             if k.0 > w.last {
                 break;
             }
             if !w.events.contains_key(k) {
-                problems.push(format!("watcher {id} missed {e:?}"));
+                push(
+                    &mut problems,
+                    Some(&e.key),
+                    e.mod_revision,
+                    format!("watcher {id} missed {e:?}"),
+                );
             }
         }
     }
@@ -134,8 +196,10 @@ pub fn check_watches(
             (Input::Delete, Output::Delete { revision, .. }) => {
                 deleters.insert((op.key.as_str(), *revision));
             }
+            // Revokes, and expiries of the leases expiring puts attached, delete at revisions
+            // no client was told.
             (Input::Delete | Input::Revoke { .. }, Output::Unknown { .. })
-            | (Input::Revoke { .. }, _) => {
+            | (Input::Revoke { .. } | Input::PutExpiring { .. }, _) => {
                 maybe_deleted.insert(op.key.as_str());
             }
             _ => {}
@@ -158,14 +222,21 @@ pub fn check_watches(
             };
             match log.get(&(rev, op.key.clone())) {
                 Some(e) if *e == expected => {}
-                Some(e) => problems.push(format!(
-                    "op {} wrote {expected:?} but watchers saw {e:?}",
-                    op.id
-                )),
-                None if !covered.is_empty() => problems.push(format!(
-                    "acknowledged op {} ({expected:?}) never reached watchers {covered:?}",
-                    op.id
-                )),
+                Some(e) => push(
+                    &mut problems,
+                    Some(&op.key),
+                    rev,
+                    format!("op {} wrote {expected:?} but watchers saw {e:?}", op.id),
+                ),
+                None if !covered.is_empty() => push(
+                    &mut problems,
+                    Some(&op.key),
+                    rev,
+                    format!(
+                        "acknowledged op {} ({expected:?}) never reached watchers {covered:?}",
+                        op.id
+                    ),
+                ),
                 None => {}
             }
         }
@@ -179,14 +250,24 @@ pub fn check_watches(
                     .and_then(|v| writer_of.get(v))
                     .filter(|op| op.key == e.key);
                 match known {
-                    None => problems.push(format!("watch event {e:?} was written by no client")),
+                    None => push(
+                        &mut problems,
+                        Some(&e.key),
+                        e.mod_revision,
+                        format!("watch event {e:?} was written by no client"),
+                    ),
                     Some(op) => {
                         if let Some(rev) = op.write_revision() {
                             if rev != e.mod_revision {
-                                problems.push(format!(
-                                    "watch event {e:?} but op {} was acknowledged at {rev}",
-                                    op.id
-                                ));
+                                push(
+                                    &mut problems,
+                                    Some(&e.key),
+                                    e.mod_revision,
+                                    format!(
+                                        "watch event {e:?} but op {} was acknowledged at {rev}",
+                                        op.id
+                                    ),
+                                );
                             }
                         }
                     }
@@ -196,8 +277,28 @@ pub fn check_watches(
                 if !deleters.contains(&(e.key.as_str(), e.mod_revision))
                     && !maybe_deleted.contains(e.key.as_str())
                 {
-                    problems.push(format!("watch event {e:?} was deleted by no client"));
+                    push(
+                        &mut problems,
+                        Some(&e.key),
+                        e.mod_revision,
+                        format!("watch event {e:?} was deleted by no client"),
+                    );
                 }
+            }
+        }
+    }
+
+    // A pair txn's two writes are one revision: each event on a pair key has its partner's
+    // event at the same revision (and the split check above puts them in one response).
+    for (rev, key) in log.keys() {
+        if let Some(partner) = pair_partner(key) {
+            if !log.contains_key(&(*rev, partner.clone())) {
+                push(
+                    &mut problems,
+                    Some(key),
+                    *rev,
+                    format!("watchers saw {key} change at revision {rev} without {partner}"),
+                );
             }
         }
     }
@@ -212,10 +313,41 @@ pub fn check_watches(
             .take(10)
             .collect();
         if !missing.is_empty() {
-            problems.push(format!("no watcher saw revisions {missing:?}"));
+            push(
+                &mut problems,
+                None,
+                missing[0],
+                format!("no watcher saw revisions {missing:?}"),
+            );
         }
     }
     problems
+}
+
+/// Keys that must be gone once their leases expired: the watchers' last event on each is a
+/// delete (`keys` are those the run saw absent at its end).
+pub fn check_expired_seen(records: &[WatchRecord], keys: &[String]) -> Vec<String> {
+    let mut last: HashMap<&str, &WatchEvent> = HashMap::new();
+    for r in records {
+        if let WatchRecord::Events { events, .. } = r {
+            for e in events {
+                let newer = last
+                    .get(e.key.as_str())
+                    .is_none_or(|l| l.mod_revision <= e.mod_revision);
+                if newer {
+                    last.insert(e.key.as_str(), e);
+                }
+            }
+        }
+    }
+    keys.iter()
+        .filter_map(|k| match last.get(k.as_str()) {
+            Some(e) if e.kind == EventKind::Put => Some(format!(
+                "{k} expired, but the watchers' last event on it is {e:?}"
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 fn same_response(map: &HashMap<(usize, i64), usize>, watcher: usize, rev: i64, n: usize) -> bool {
@@ -236,6 +368,7 @@ mod tests {
             output: Output::Put { revision: rev },
             call: id * 10,
             ret: id * 10 + 5,
+            txn: None,
         }
     }
 
@@ -338,6 +471,45 @@ mod tests {
             events(0, vec![ev("a", "q", 4)]),
         ];
         assert!(!check_watches(&phantom, &history(), 4).is_empty());
+    }
+
+    #[test]
+    fn a_pair_write_is_seen_whole_and_an_expiry_is_seen() {
+        let h = vec![
+            OpRecord {
+                txn: Some(9),
+                ..put_op(1, "/t/pa0", "v/a", 2)
+            },
+            OpRecord {
+                txn: Some(9),
+                ..put_op(2, "/t/pb0", "v/b", 2)
+            },
+        ];
+        let whole = vec![
+            created(0, 1),
+            events(0, vec![ev("/t/pa0", "v/a", 2), ev("/t/pb0", "v/b", 2)]),
+        ];
+        assert_eq!(check_watches(&whole, &h, 2), Vec::<String>::new());
+        let torn = vec![created(0, 1), events(0, vec![ev("/t/pa0", "v/a", 2)])];
+        assert!(!check_watches(&torn, &h, 2).is_empty());
+
+        let keys = vec!["/t/e0".to_string()];
+        let put_only = vec![created(0, 1), events(0, vec![ev("/t/e0", "x", 2)])];
+        assert_eq!(check_expired_seen(&put_only, &keys).len(), 1);
+        let deleted = vec![
+            created(0, 1),
+            events(0, vec![ev("/t/e0", "x", 2)]),
+            events(
+                0,
+                vec![WatchEvent {
+                    key: "/t/e0".into(),
+                    kind: EventKind::Delete,
+                    value: None,
+                    mod_revision: 3,
+                }],
+            ),
+        ];
+        assert!(check_expired_seen(&deleted, &keys).is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The clients: each loops over random operations (linearizable get, put, compare-and-set txn,
-//! delete, lease-bound put and lease revoke) on a few keys, against a random member, and records
+//! delete, lease-bound put and lease revoke, put on a short lease left to expire, and txns that
+//! write or read a pair of keys together) on a few keys, against a random member, and records
 //! every call and return. A failed or timed-out write is recorded with an unknown outcome; the
 //! client then moves to another member.
 
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 use cairn_store::client::{Client, ConnectOptions};
 use cairn_store::proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
-    request_op, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
-    RangeRequest, RequestOp, TxnRequest,
+    request_op, response_op, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -67,6 +68,12 @@ impl Shared {
 pub struct Workload {
     pub keys: usize,
     pub lease_keys: usize,
+    /// Keys put on short leases nobody keeps alive (they must expire).
+    pub expiring_keys: usize,
+    /// The TTL asked for those leases, in seconds.
+    pub expiry_ttl: i64,
+    /// Pairs of keys written and read together in one txn.
+    pub pairs: usize,
     pub request_timeout: Duration,
 }
 
@@ -75,6 +82,9 @@ impl Default for Workload {
         Self {
             keys: 8,
             lease_keys: 3,
+            expiring_keys: 4,
+            expiry_ttl: 2,
+            pairs: 2,
             request_timeout: Duration::from_secs(2),
         }
     }
@@ -88,11 +98,22 @@ pub fn lease_key(i: usize) -> String {
     format!("{PREFIX}l{i}")
 }
 
+pub fn expiring_key(i: usize) -> String {
+    format!("{PREFIX}e{i}")
+}
+
+/// The two keys of pair `i` (`history::pair_partner` maps one to the other).
+pub fn pair_keys(i: usize) -> [String; 2] {
+    [format!("{PREFIX}pa{i}"), format!("{PREFIX}pb{i}")]
+}
+
 /// Every key the workload touches (for the final reads).
 pub fn all_keys(w: &Workload) -> Vec<String> {
     (0..w.keys)
         .map(key)
         .chain((0..w.lease_keys).map(lease_key))
+        .chain((0..w.expiring_keys).map(expiring_key))
+        .chain((0..w.pairs).flat_map(pair_keys))
         .collect()
 }
 
@@ -129,6 +150,49 @@ pub async fn run_client(id: usize, seed: u64, w: Workload, shared: Arc<Shared>) 
         };
         seq += 1;
         let value = format!("c{id}-{seq}");
+        let kind = rng.gen_range(0..100);
+        if kind < 10 && w.pairs > 0 {
+            let pair = rng.gen_range(0..w.pairs);
+            let write = rng.gen_bool(0.5).then(|| value.clone());
+            if !pair_op(id, &client, pair, write, &w, &shared).await {
+                conn = None;
+            }
+            continue;
+        }
+        if kind < 18 && w.expiring_keys > 0 {
+            let k = expiring_key(rng.gen_range(0..w.expiring_keys));
+            // Mostly reads: a key put again before its TTL ran out would rarely expire.
+            let input = if rng.gen_bool(0.7) {
+                Input::Get
+            } else {
+                let grant = tokio::time::timeout(
+                    w.request_timeout,
+                    client.lease().lease_grant(LeaseGrantRequest {
+                        ttl: w.expiry_ttl,
+                        id: 0,
+                    }),
+                )
+                .await;
+                match grant {
+                    Ok(Ok(r)) => {
+                        let r = r.into_inner();
+                        Input::PutExpiring {
+                            value,
+                            lease: r.id,
+                            ttl: r.ttl,
+                        }
+                    }
+                    _ => {
+                        conn = None;
+                        continue;
+                    }
+                }
+            };
+            if !single_op(id, &client, k, input, &w, &shared).await {
+                conn = None;
+            }
+            continue;
+        }
         let roll = rng.gen_range(0..100);
         let (k, input) = if roll < 12 && w.lease_keys > 0 {
             let k = lease_key(rng.gen_range(0..w.lease_keys));
@@ -174,16 +238,7 @@ pub async fn run_client(id: usize, seed: u64, w: Workload, shared: Arc<Shared>) 
             (k, input)
         };
         let call = shared.now();
-        let output =
-            match tokio::time::timeout(w.request_timeout, execute(&client, &k, &input)).await {
-                Ok(Ok(o)) => o,
-                Ok(Err(status)) => Output::Unknown {
-                    error: format!("{:?}: {}", status.code(), status.message()),
-                },
-                Err(_) => Output::Unknown {
-                    error: "client timeout".into(),
-                },
-            };
+        let output = bounded(w.request_timeout, execute(&client, &k, &input)).await;
         let ret = shared.now();
         match (&input, &output) {
             (_, Output::Unknown { .. }) => conn = None,
@@ -207,7 +262,167 @@ pub async fn run_client(id: usize, seed: u64, w: Workload, shared: Arc<Shared>) 
             output,
             call,
             ret,
+            txn: None,
         });
+    }
+}
+
+/// Runs `op` under `timeout`; an error or a timeout is an unknown outcome.
+async fn bounded(
+    timeout: Duration,
+    op: impl std::future::Future<Output = Result<Output, tonic::Status>>,
+) -> Output {
+    match tokio::time::timeout(timeout, op).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(status)) => Output::Unknown {
+            error: format!("{:?}: {}", status.code(), status.message()),
+        },
+        Err(_) => Output::Unknown {
+            error: "client timeout".into(),
+        },
+    }
+}
+
+/// One recorded single-key operation; false when its outcome is unknown (the client then
+/// moves to another member).
+async fn single_op(
+    client_id: usize,
+    client: &Client,
+    key: String,
+    input: Input,
+    w: &Workload,
+    shared: &Shared,
+) -> bool {
+    let call = shared.now();
+    let output = bounded(w.request_timeout, execute(client, &key, &input)).await;
+    let ret = shared.now();
+    let known = !matches!(output, Output::Unknown { .. });
+    shared.record(OpRecord {
+        id: shared.next_id.fetch_add(1, Ordering::SeqCst),
+        client: client_id,
+        endpoint: client.endpoint().to_string(),
+        key,
+        input,
+        output,
+        call,
+        ret,
+        txn: None,
+    });
+    known
+}
+
+/// One txn on both keys of pair `pair`: two puts (`<value>/a`, `<value>/b`) when `write`,
+/// else two ranges. Recorded as one operation per key sharing a txn id, call and return.
+async fn pair_op(
+    client_id: usize,
+    client: &Client,
+    pair: usize,
+    write: Option<String>,
+    w: &Workload,
+    shared: &Shared,
+) -> bool {
+    let keys = pair_keys(pair);
+    let inputs: [Input; 2] = match &write {
+        Some(v) => [
+            Input::Put {
+                value: format!("{v}/a"),
+            },
+            Input::Put {
+                value: format!("{v}/b"),
+            },
+        ],
+        None => [Input::Get, Input::Get],
+    };
+    let call = shared.now();
+    let outputs =
+        match tokio::time::timeout(w.request_timeout, execute_pair(client, &keys, &inputs)).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(status)) => {
+                let error = format!("{:?}: {}", status.code(), status.message());
+                [
+                    Output::Unknown {
+                        error: error.clone(),
+                    },
+                    Output::Unknown { error },
+                ]
+            }
+            Err(_) => [
+                Output::Unknown {
+                    error: "client timeout".into(),
+                },
+                Output::Unknown {
+                    error: "client timeout".into(),
+                },
+            ],
+        };
+    let ret = shared.now();
+    let known = !matches!(outputs[0], Output::Unknown { .. });
+    let txn = shared.next_id.fetch_add(1, Ordering::SeqCst);
+    for ((key, input), output) in keys.into_iter().zip(inputs).zip(outputs) {
+        shared.record(OpRecord {
+            id: shared.next_id.fetch_add(1, Ordering::SeqCst),
+            client: client_id,
+            endpoint: client.endpoint().to_string(),
+            key,
+            input,
+            output,
+            call,
+            ret,
+            txn: Some(txn),
+        });
+    }
+    known
+}
+
+/// The txn behind `pair_op`: both puts, or both ranges, in one request.
+pub async fn execute_pair(
+    client: &Client,
+    keys: &[String; 2],
+    inputs: &[Input; 2],
+) -> Result<[Output; 2], tonic::Status> {
+    let ops = keys
+        .iter()
+        .zip(inputs)
+        .map(|(k, input)| RequestOp {
+            request: Some(match input {
+                Input::Put { value } => request_op::Request::RequestPut(PutRequest {
+                    key: k.as_bytes().to_vec(),
+                    value: value.clone().into_bytes(),
+                    ..Default::default()
+                }),
+                _ => request_op::Request::RequestRange(RangeRequest {
+                    key: k.as_bytes().to_vec(),
+                    ..Default::default()
+                }),
+            }),
+        })
+        .collect();
+    let r = client
+        .kv()
+        .txn(TxnRequest {
+            compare: vec![],
+            success: ops,
+            failure: vec![],
+        })
+        .await?
+        .into_inner();
+    let revision = r.header.map(|h| h.revision).unwrap_or(0);
+    let mut out = r.responses.into_iter().map(|resp| match resp.response {
+        Some(response_op::Response::ResponseRange(rr)) => {
+            let kv = rr.kvs.first();
+            Output::Get {
+                value: kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
+                mod_revision: kv.map(|kv| kv.mod_revision).unwrap_or(0),
+                revision,
+            }
+        }
+        _ => Output::Put { revision },
+    });
+    match (out.next(), out.next()) {
+        (Some(a), Some(b)) => Ok([a, b]),
+        _ => Err(tonic::Status::internal(
+            "a pair txn answered fewer than two responses",
+        )),
     }
 }
 
@@ -231,9 +446,9 @@ pub async fn execute(client: &Client, key: &str, input: &Input) -> Result<Output
                 revision: r.header.map(|h| h.revision).unwrap_or(0),
             }
         }
-        Input::Put { value } | Input::PutLease { value, .. } => {
+        Input::Put { value } | Input::PutLease { value, .. } | Input::PutExpiring { value, .. } => {
             let lease = match input {
-                Input::PutLease { lease, .. } => *lease,
+                Input::PutLease { lease, .. } | Input::PutExpiring { lease, .. } => *lease,
                 _ => 0,
             };
             let r = client

@@ -70,6 +70,7 @@ impl Writer {
                 output,
                 call: 0,
                 ret: 0,
+                txn: None,
             });
             done += 1;
             if let Some(every) = compact_every {

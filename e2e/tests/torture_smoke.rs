@@ -1,5 +1,6 @@
 //! The CI smoke run of cairn-torture: three members under every nemesis for a minute, then the
-//! full set of checks. `CAIRN_TORTURE_SEED` repeats a failing run; `CAIRN_TORTURE_SECS` makes
+//! full set of checks. As root the network faults are true two-way partitions (network
+//! namespaces); elsewhere they fall back to one-sided proxies (the report says which). `CAIRN_TORTURE_SEED` repeats a failing run; `CAIRN_TORTURE_SECS` makes
 //! it longer (a soak uses the `cairn-torture` binary instead).
 
 mod common;
@@ -7,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use cairn_e2e::nemesis::Fault;
+use cairn_e2e::netns::Netns;
 use cairn_e2e::run::{self, Config};
 use cairn_e2e::workload::Workload;
 
@@ -39,6 +41,13 @@ async fn torture_smoke_every_nemesis() {
     .await
     .expect("the run itself failed");
     eprintln!("{}", serde_json::to_string(&report).unwrap_or_default());
+    if Netns::probe().is_ok() {
+        assert!(
+            report.network.starts_with("two-way"),
+            "namespaces work here but the run used {}",
+            report.network
+        );
+    }
     if !report.ok() {
         let kept = dir.keep();
         panic!(

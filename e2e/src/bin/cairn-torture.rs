@@ -24,7 +24,8 @@ struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// Faults: a comma list of kill, kill-leader, pause, pause-leader, move-leader, member,
-    /// partition, partition-leader; or
+    /// partition, partition-leader, partition-halves, slow-net (network faults use network
+    /// namespaces when run as root, else one-sided proxies); or
     /// `all` / `none`.
     #[arg(long, default_value = "all")]
     nemesis: String,
