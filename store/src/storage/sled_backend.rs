@@ -14,7 +14,7 @@
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use super::{Backend, Batch, Pair, Result, Scan, StorageError};
@@ -23,14 +23,20 @@ pub struct SledBackend {
     /// Operations hold the read side; a defragmentation holds the write side while it swaps.
     db: RwLock<sled::Db>,
     path: PathBuf,
-    /// Bytes in use, measured by a scan and reused for a short while (Status is polled).
-    in_use: Mutex<Option<(Instant, u64)>>,
+    /// Bytes in use, measured by a background scan (see [`SledBackend::size_in_use`]).
+    in_use: Arc<Mutex<InUse>>,
     /// The newest blob (sled names them by log sequence number) already fsynced.
     synced_blob: Mutex<Option<i64>>,
 }
 
-/// How long a measured in-use size is reused.
-const IN_USE_TTL: Duration = Duration::from_secs(2);
+/// How long a measured in-use size is served before a new measurement starts.
+const IN_USE_TTL: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct InUse {
+    measured: Option<(Instant, u64)>,
+    measuring: bool,
+}
 
 /// Where a defragmentation builds the new copy, and where the old one goes during the swap.
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -143,6 +149,15 @@ fn sync_new_blobs(dir: &Path, synced: &mut Option<i64>) -> std::io::Result<()> {
     Ok(())
 }
 
+fn measure_in_use(db: &sled::Db) -> Result<u64> {
+    let mut bytes = 0u64;
+    for item in db.iter() {
+        let (k, v) = item.map_err(engine("measuring size in use"))?;
+        bytes += (k.len() + v.len()) as u64;
+    }
+    Ok(bytes)
+}
+
 fn engine(action: &'static str) -> impl FnOnce(sled::Error) -> StorageError {
     move |source| StorageError::Engine { action, source }
 }
@@ -157,7 +172,7 @@ impl SledBackend {
         Ok(Self {
             db: RwLock::new(open_db(dir)?),
             path: dir.to_path_buf(),
-            in_use: Mutex::new(None),
+            in_use: Arc::default(),
             synced_blob: Mutex::new(None),
         })
     }
@@ -212,7 +227,10 @@ impl SledBackend {
         std::fs::remove_file(&done).map_err(io("removing the defragmentation marker"))?;
         *current = open_db(&self.path)?;
         drop(current);
-        *self.in_use.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.in_use
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .measured = None;
         // The copy numbers its blobs afresh (and flushed them itself, durably or not).
         *self.synced_blob.lock().unwrap_or_else(|p| p.into_inner()) = None;
         std::fs::remove_dir_all(&old).map_err(io("removing the pre-defragmentation copy"))?;
@@ -220,20 +238,39 @@ impl SledBackend {
     }
 
     /// Bytes of live keys and values (what a rebuilt database would have to hold at least).
+    ///
+    /// sled cannot tell this without a scan of everything, which took over 5 s with a million
+    /// keys and made `etcdctl endpoint status` time out. So Status never waits for one: it gets
+    /// the last measurement (the size on disk before the first), and a stale one starts a new
+    /// scan in the background, at most one at a time and one per [`IN_USE_TTL`].
     pub fn size_in_use(&self) -> Result<u64> {
-        let mut cached = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, bytes)) = *cached {
-            if at.elapsed() < IN_USE_TTL {
-                return Ok(bytes);
-            }
+        // Taken before the in-use lock: a defragmentation holds the handle's write side while
+        // it resets the in-use state, so the opposite order could deadlock.
+        let db = self.db().clone();
+        let mut state = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = state
+            .measured
+            .is_none_or(|(at, _)| at.elapsed() >= IN_USE_TTL);
+        if stale && !state.measuring {
+            let db = db.clone();
+            let slot = self.in_use.clone();
+            let spawned = std::thread::Builder::new()
+                .name("cairn-db-in-use".into())
+                .spawn(move || {
+                    let measured = measure_in_use(&db);
+                    let mut state = slot.lock().unwrap_or_else(|p| p.into_inner());
+                    state.measuring = false;
+                    match measured {
+                        Ok(bytes) => state.measured = Some((Instant::now(), bytes)),
+                        Err(e) => tracing::warn!(error = %e, "measuring the size in use"),
+                    }
+                });
+            state.measuring = spawned.is_ok();
         }
-        let mut bytes = 0u64;
-        for item in self.db().iter() {
-            let (k, v) = item.map_err(engine("measuring size in use"))?;
-            bytes += (k.len() + v.len()) as u64;
+        match state.measured {
+            Some((_, bytes)) => Ok(bytes),
+            None => db.size_on_disk().map_err(engine("measuring size")),
         }
-        *cached = Some((Instant::now(), bytes));
-        Ok(bytes)
     }
 }
 
@@ -351,6 +388,26 @@ mod tests {
         let b = SledBackend::open(&path).unwrap();
         for k in [&b"big"[..], b"big2", b"big3"] {
             assert_eq!(b.get(k).unwrap().as_deref(), Some(&big[..]));
+        }
+    }
+
+    /// The in-use size never waits for a scan: the first answer is the size on disk, and the
+    /// background measurement replaces it with the live bytes.
+    #[test]
+    fn size_in_use_is_measured_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SledBackend::open(dir.path()).unwrap();
+        for i in 0..1000u32 {
+            b.insert(&i.to_be_bytes(), &[1u8; 100]).unwrap();
+        }
+        b.flush().unwrap();
+        let first = b.size_in_use().unwrap();
+        assert_eq!(first, b.size_on_disk().unwrap());
+        let live = 1000 * (4 + 100);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.size_in_use().unwrap() != live {
+            assert!(Instant::now() < deadline, "no measurement after 10 s");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
