@@ -123,12 +123,9 @@ impl StateMachine {
     /// member restarted with its log purged past its snapshot and openraft refused to start).
     #[allow(clippy::result_large_err)] // openraft's StorageError, like the trait's methods
     fn recover_interrupted_install(&self) -> Result<(), StorageError<NodeId>> {
-        let (snap, meta_path) = self.snapshot_paths();
-        let (Ok(data), Ok(raw_meta)) = (std::fs::read(&snap), std::fs::read(&meta_path)) else {
+        let Some((meta, data)) = self.read_snapshot()? else {
             return Ok(());
         };
-        let meta: SnapshotMeta<NodeId, Member> =
-            codec::decode("snapshot meta", &raw_meta).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         if meta.last_log_id <= self.lock().last_applied {
             return Ok(());
         }
@@ -369,7 +366,16 @@ impl StateMachine {
         Ok((out, state.clone()))
     }
 
-    fn snapshot_paths(&self) -> (PathBuf, PathBuf) {
+    /// The latest Raft snapshot: one file, its metadata first (u32 BE length, then the
+    /// metadata), so a crash can never pair one snapshot's data with another's metadata (a
+    /// follower sent such a pair would re-apply entries the data already holds).
+    fn snapshot_path(&self) -> PathBuf {
+        self.inner.snapshot_dir.join("current.snapshot")
+    }
+
+    /// Where data dirs written before the single file kept their snapshot: data and metadata
+    /// in two files, each replaced atomically but not together.
+    fn legacy_snapshot_paths(&self) -> (PathBuf, PathBuf) {
         (
             self.inner.snapshot_dir.join("current.snap"),
             self.inner.snapshot_dir.join("current.meta"),
@@ -381,11 +387,61 @@ impl StateMachine {
         meta: &SnapshotMeta<NodeId, Member>,
         data: &[u8],
     ) -> Result<(), StorageError<NodeId>> {
-        let (snap, meta_path) = self.snapshot_paths();
         let raw_meta =
             codec::encode("snapshot meta", meta).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        write_atomically(&snap, data).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        write_atomically(&meta_path, &raw_meta).map_err(|e| sm_err(ErrorVerb::Write, e))
+        let len = u32::try_from(raw_meta.len()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let mut file = Vec::with_capacity(4 + raw_meta.len() + data.len());
+        file.extend_from_slice(&len.to_be_bytes());
+        file.extend_from_slice(&raw_meta);
+        file.extend_from_slice(data);
+        write_atomically(&self.snapshot_path(), &file).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        for legacy in <[PathBuf; 2]>::from(self.legacy_snapshot_paths()) {
+            match std::fs::remove_file(legacy) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(sm_err(ErrorVerb::Write, e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The saved snapshot's metadata and data, if there is one.
+    #[allow(clippy::result_large_err)] // openraft's StorageError, like the trait's methods
+    fn read_snapshot(
+        &self,
+    ) -> Result<Option<(SnapshotMeta<NodeId, Member>, Vec<u8>)>, StorageError<NodeId>> {
+        let corrupt = |what: &str| {
+            sm_err(
+                ErrorVerb::Read,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
+            )
+        };
+        let (raw_meta, data) = match std::fs::read(self.snapshot_path()) {
+            Ok(mut file) => {
+                let len = file
+                    .get(..4)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(|b| u32::from_be_bytes(b) as usize)
+                    .ok_or_else(|| corrupt("snapshot file shorter than its header"))?;
+                if file.len() < 4 + len {
+                    return Err(corrupt("snapshot file shorter than its metadata"));
+                }
+                let data = file.split_off(4 + len);
+                (file.split_off(4), data)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (snap, meta_path) = self.legacy_snapshot_paths();
+                match (std::fs::read(&snap), std::fs::read(&meta_path)) {
+                    (Ok(data), Ok(raw_meta)) => (raw_meta, data),
+                    _ => return Ok(None),
+                }
+            }
+            Err(e) => return Err(sm_err(ErrorVerb::Read, e)),
+        };
+        let meta =
+            codec::decode("snapshot meta", &raw_meta).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        Ok(Some((meta, data)))
     }
 }
 
@@ -549,12 +605,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let (snap, meta_path) = self.snapshot_paths();
-        let (Ok(data), Ok(raw_meta)) = (std::fs::read(&snap), std::fs::read(&meta_path)) else {
+        let Some((meta, data)) = self.read_snapshot()? else {
             return Ok(None);
         };
-        let meta =
-            codec::decode("snapshot meta", &raw_meta).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -615,5 +668,53 @@ impl StateMachine {
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         *guard = state;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SledBackend;
+
+    fn open(dir: &std::path::Path) -> StateMachine {
+        let backend = Arc::new(SledBackend::open(&dir.join("db")).unwrap());
+        StateMachine::open(backend, dir.join("snap")).unwrap()
+    }
+
+    fn meta(id: &str) -> SnapshotMeta<NodeId, Member> {
+        SnapshotMeta {
+            snapshot_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Metadata and data are one file: what is read back is always a matching pair, and the
+    /// two files of older data dirs are read, then replaced by the next save.
+    #[test]
+    fn snapshot_file_pairs_metadata_and_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = open(dir.path());
+        assert!(sm.read_snapshot().unwrap().is_none());
+
+        let (legacy_data, legacy_meta) = sm.legacy_snapshot_paths();
+        std::fs::write(&legacy_data, b"old data").unwrap();
+        std::fs::write(&legacy_meta, codec::encode("m", &meta("old")).unwrap()).unwrap();
+        let (m, data) = sm.read_snapshot().unwrap().unwrap();
+        assert_eq!(
+            (m.snapshot_id.as_str(), data.as_slice()),
+            ("old", &b"old data"[..])
+        );
+
+        sm.save_snapshot(&meta("new"), b"new data").unwrap();
+        assert!(!legacy_data.exists() && !legacy_meta.exists());
+        let (m, data) = sm.read_snapshot().unwrap().unwrap();
+        assert_eq!(
+            (m.snapshot_id.as_str(), data.as_slice()),
+            ("new", &b"new data"[..])
+        );
+
+        // A torn file is an error, not a snapshot.
+        std::fs::write(sm.snapshot_path(), [0u8, 0, 1]).unwrap();
+        assert!(sm.read_snapshot().is_err());
     }
 }
