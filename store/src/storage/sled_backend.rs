@@ -25,6 +25,8 @@ pub struct SledBackend {
     path: PathBuf,
     /// Bytes in use, measured by a background scan (see [`SledBackend::size_in_use`]).
     in_use: Arc<Mutex<InUse>>,
+    /// One defragmentation at a time.
+    defragmenting: Mutex<()>,
     /// The newest blob (sled names them by log sequence number) already fsynced.
     synced_blob: Mutex<Option<i64>>,
 }
@@ -149,6 +151,54 @@ fn sync_new_blobs(dir: &Path, synced: &mut Option<i64>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Copies every pair into `fresh`, in batches.
+fn copy_into(
+    fresh: &sled::Db,
+    pairs: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
+    for item in pairs {
+        let (k, v) = item.map_err(engine("reading while defragmenting"))?;
+        batch.insert(k, v);
+        in_batch += 1;
+        if in_batch == 10_000 {
+            fresh
+                .apply_batch(std::mem::take(&mut batch))
+                .map_err(engine("writing while defragmenting"))?;
+            in_batch = 0;
+        }
+    }
+    fresh
+        .apply_batch(batch)
+        .map_err(engine("writing while defragmenting"))
+}
+
+/// Collects the database's change events until told to stop, then what is left of them. sled
+/// blocks writers when a subscriber's queue is full, so they are drained as they come.
+fn record_changes(
+    mut changes: sled::Subscriber,
+    stop: std::sync::mpsc::Receiver<()>,
+) -> Vec<sled::Event> {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+    let mut events = Vec::new();
+    loop {
+        match changes.next_timeout(Duration::from_millis(10)) {
+            Ok(event) => events.push(event),
+            Err(RecvTimeoutError::Timeout) => {
+                if stop.try_recv() != Err(TryRecvError::Empty) {
+                    // Writers are paused now: whatever they did is already queued.
+                    while let Ok(event) = changes.next_timeout(Duration::from_millis(1)) {
+                        events.push(event);
+                    }
+                    return events;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return events,
+        }
+    }
+}
+
 fn measure_in_use(db: &sled::Db) -> Result<u64> {
     let mut bytes = 0u64;
     for item in db.iter() {
@@ -174,6 +224,7 @@ impl SledBackend {
             path: dir.to_path_buf(),
             in_use: Arc::default(),
             synced_blob: Mutex::new(None),
+            defragmenting: Mutex::new(()),
         })
     }
 
@@ -185,38 +236,51 @@ impl SledBackend {
     /// Rebuilds the database with only its live pairs, giving freed space back to the file
     /// system. Every other operation waits until it is done.
     pub fn defragment(&self) -> Result<()> {
-        let mut current = self.db.write().unwrap_or_else(|p| p.into_inner());
-        {
-            let mut synced_blob = self.synced_blob.lock().unwrap_or_else(|p| p.into_inner());
-            durable_flush(&current, &self.path, &mut synced_blob)?;
-        }
+        let _one = self.defragmenting.lock().unwrap_or_else(|p| p.into_inner());
         let (building, done, old) = (
             sibling(&self.path, ".defrag"),
             sibling(&self.path, ".defrag.done"),
             sibling(&self.path, ".old"),
         );
         recover(&self.path).map_err(io("clearing an earlier defragmentation"))?;
-        {
-            let fresh = open_db(&building)?;
-            let mut batch = sled::Batch::default();
-            let mut in_batch = 0;
-            for item in current.iter() {
-                let (k, v) = item.map_err(engine("reading while defragmenting"))?;
-                batch.insert(k, v);
-                in_batch += 1;
-                if in_batch == 10_000 {
-                    fresh
-                        .apply_batch(std::mem::take(&mut batch))
-                        .map_err(engine("writing while defragmenting"))?;
-                    in_batch = 0;
-                }
+        // Copy while the database keeps serving (a copy of a million keys takes tens of seconds;
+        // blocking every operation for that long starved the runtime, so clients' keepalive
+        // pings went unanswered and they dropped the connection). Every change made meanwhile
+        // is recorded and replayed onto the copy below, with operations paused only for that.
+        let source = self.db().clone();
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let changes = {
+            // Registered with operations paused, so no write is half done: each one is either
+            // complete before the copy starts or reported to the recorder.
+            let _pause = self.db.write().unwrap_or_else(|p| p.into_inner());
+            source.watch_prefix(Vec::<u8>::new())
+        };
+        let recorder = std::thread::Builder::new()
+            .name("cairn-defrag-changes".into())
+            .spawn(move || record_changes(changes, stopped))
+            .map_err(io("starting the defragmentation's change recorder"))?;
+        let fresh = open_db(&building)?;
+        copy_into(&fresh, source.iter())?;
+        let mut current = self.db.write().unwrap_or_else(|p| p.into_inner());
+        let _ = stop.send(());
+        let changed = recorder.join().map_err(|_| StorageError::Engine {
+            action: "recording changes while defragmenting",
+            source: sled::Error::Unsupported("the recorder thread panicked".into()),
+        })?;
+        let mut replay = sled::Batch::default();
+        for event in changed {
+            match event {
+                sled::Event::Insert { key, value } => replay.insert(key, value),
+                sled::Event::Remove { key } => replay.remove(key),
             }
-            fresh
-                .apply_batch(batch)
-                .map_err(engine("writing while defragmenting"))?;
-            durable_flush(&fresh, &building, &mut None)?;
-            // Dropped here: sled releases its directory before the rename.
         }
+        fresh
+            .apply_batch(replay)
+            .map_err(engine("replaying changes made while defragmenting"))?;
+        durable_flush(&fresh, &building, &mut None)?;
+        // Dropped here: sled releases its directory before the rename.
+        drop(fresh);
+        drop(source);
         std::fs::File::create(&done)
             .and_then(|f| f.sync_all())
             .map_err(io("marking the defragmented copy complete"))?;
@@ -408,6 +472,45 @@ mod tests {
         while b.size_in_use().unwrap() != live {
             assert!(Instant::now() < deadline, "no measurement after 10 s");
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Writes made while the copy runs are not lost: they are replayed onto it before the swap.
+    #[test]
+    fn defragment_keeps_writes_made_during_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let b = Arc::new(SledBackend::open(&path).unwrap());
+        for i in 0..20_000u32 {
+            b.insert(&i.to_be_bytes(), &[0u8; 64]).unwrap();
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (b, stop) = (b.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    b.insert(&(100_000 + n).to_be_bytes(), b"new").unwrap();
+                    b.remove(&(n % 20_000).to_be_bytes()).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        b.defragment().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let written = writer.join().unwrap();
+        assert!(written > 0, "the writer ran during the defragmentation");
+        for n in 0..written {
+            assert_eq!(
+                b.get(&(100_000 + n).to_be_bytes()).unwrap().as_deref(),
+                Some(&b"new"[..]),
+                "write {n}"
+            );
+        }
+        for i in 0..20_000u32 {
+            let gone = i < written.min(20_000);
+            assert_eq!(b.get(&i.to_be_bytes()).unwrap().is_none(), gone, "key {i}");
         }
     }
 
