@@ -288,29 +288,13 @@ async fn expiry_check(
         for key in pending {
             let mut gone = false;
             for ep in endpoints {
-                let Some(c) = connect(ep).await else { continue };
-                let call = shared.now();
-                let out = tokio::time::timeout(
-                    w.request_timeout,
-                    workload::execute(&c, &key, &Input::Get),
-                )
-                .await;
-                let Ok(Ok(output)) = out else { continue };
-                if let Output::Get { value, .. } = &output {
+                let Some(output) = recorded_get(shared, ep, &key, w.request_timeout).await else {
+                    continue;
+                };
+                if let Output::Get { value, .. } = output {
                     gone = value.is_none();
-                    last.insert(key.clone(), value.clone());
+                    last.insert(key.clone(), value);
                 }
-                shared.record(OpRecord {
-                    id: shared.next_id.fetch_add(1, Ordering::SeqCst),
-                    client: usize::MAX,
-                    endpoint: ep.clone(),
-                    key: key.clone(),
-                    input: Input::Get,
-                    output,
-                    call,
-                    ret: shared.now(),
-                    txn: None,
-                });
                 break;
             }
             if !gone {
@@ -336,6 +320,34 @@ async fn expiry_check(
     (problems, gone)
 }
 
+/// One linearizable get of `key` on `endpoint` by the checker itself (client `usize::MAX`),
+/// recorded in the history when it answered; `None` when it did not (try another member).
+async fn recorded_get(
+    shared: &Shared,
+    endpoint: &str,
+    key: &str,
+    timeout: Duration,
+) -> Option<Output> {
+    let c = connect(endpoint).await?;
+    let call = shared.now();
+    let output = tokio::time::timeout(timeout, workload::execute(&c, key, &Input::Get))
+        .await
+        .ok()?
+        .ok()?;
+    shared.record(OpRecord {
+        id: shared.next_id.fetch_add(1, Ordering::SeqCst),
+        client: usize::MAX,
+        endpoint: endpoint.to_string(),
+        key: key.to_string(),
+        input: Input::Get,
+        output: output.clone(),
+        call,
+        ret: shared.now(),
+        txn: None,
+    });
+    Some(output)
+}
+
 /// Reads every key once, linearizably, retrying across members; returns the highest revision
 /// seen (the store's revision once the run settled, since nothing writes any more).
 async fn final_reads(w: &Workload, shared: &Shared, endpoints: &[String]) -> i64 {
@@ -344,28 +356,10 @@ async fn final_reads(w: &Workload, shared: &Shared, endpoints: &[String]) -> i64
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         'retry: while tokio::time::Instant::now() < deadline {
             for ep in endpoints {
-                let Some(c) = connect(ep).await else { continue };
-                let call = shared.now();
-                let out = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    workload::execute(&c, &key, &Input::Get),
-                )
-                .await;
-                if let Ok(Ok(output)) = out {
+                if let Some(output) = recorded_get(shared, ep, &key, Duration::from_secs(2)).await {
                     if let Output::Get { revision, .. } = output {
                         final_revision = final_revision.max(revision);
                     }
-                    shared.record(OpRecord {
-                        id: shared.next_id.fetch_add(1, Ordering::SeqCst),
-                        client: usize::MAX,
-                        endpoint: ep.clone(),
-                        key: key.clone(),
-                        input: Input::Get,
-                        output,
-                        call,
-                        ret: shared.now(),
-                        txn: None,
-                    });
                     break 'retry;
                 }
             }

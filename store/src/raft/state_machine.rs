@@ -427,8 +427,10 @@ impl StateMachine {
                 if file.len() < 4 + len {
                     return Err(corrupt("snapshot file shorter than its metadata"));
                 }
-                let data = file.split_off(4 + len);
-                (file.split_off(4), data)
+                // The metadata is small; the data stays in the buffer it was read into.
+                let raw_meta = file[4..4 + len].to_vec();
+                file.drain(..4 + len);
+                (raw_meta, file)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let (snap, meta_path) = self.legacy_snapshot_paths();
