@@ -77,7 +77,29 @@ fn recover(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How long opening waits for a just-dropped handle on the same directory to let go of its lock.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens `dir`, waiting while another handle's lock is still held. Dropping a sled handle does
+/// not release the directory's lock at once: its IO threads finish pending writes first. Under
+/// load a reopen right after a drop (the defragmented copy, a restarted member in tests) failed
+/// with `could not acquire lock`.
 fn open_db(dir: &Path) -> Result<sled::Db> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match try_open_db(dir) {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result.map_err(engine("opening the database")),
+        }
+    }
+}
+
+fn try_open_db(dir: &Path) -> sled::Result<sled::Db> {
     sled::Config::new()
         .path(dir)
         // Durability comes from explicit flushes on the Raft paths; the background flusher
@@ -87,7 +109,6 @@ fn open_db(dir: &Path) -> Result<sled::Db> {
         // keeps the file's hot part anyway; a smaller cache mostly saves resident memory.
         .cache_capacity(64 * 1024 * 1024)
         .open()
-        .map_err(engine("opening the database"))
 }
 
 fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> StorageError {
