@@ -49,7 +49,7 @@ impl Store {
                 .unwrap_or(0)
         ));
         let backend = SledBackend::open(&dir).map_err(std::io::Error::other)?;
-        let mvcc = Mvcc::new(Arc::new(backend), 1, 0);
+        let mvcc = Mvcc::new(Arc::new(backend), 1, 0).map_err(std::io::Error::other)?;
         Ok(Store { dir, mvcc })
     }
 

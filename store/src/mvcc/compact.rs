@@ -147,8 +147,9 @@ impl Mvcc {
         // a restart redoes this step.
         let mut older = Batch::default();
         let mut last = Batch::default();
+        let mut removed = Vec::new();
         for key in &changed {
-            self.collect_garbage(key, target, &mut older, &mut last)?;
+            self.collect_garbage(key, target, &mut older, &mut last, &mut removed)?;
         }
         backend.write(older)?;
         crate::crash_point!("mvcc::compact::during");
@@ -156,6 +157,9 @@ impl Mvcc {
             last.delete(raw_key.into_vec());
         }
         backend.write(last)?;
+        for (key, revision) in removed {
+            self.index.forget(&key, revision);
+        }
         if !more {
             self.removed_below.send_replace(target);
         }
@@ -163,13 +167,15 @@ impl Mvcc {
     }
 
     /// Adds the versions of `key` that no read at or after `revision` can see: the older ones to
-    /// `older`, a tombstone that is the newest at or below `revision` to `tombstones`.
+    /// `older`, a tombstone that is the newest at or below `revision` to `tombstones`, and the
+    /// revisions of both to `removed` (for the key index).
     fn collect_garbage(
         &self,
         key: &[u8],
         revision: i64,
         older: &mut Batch,
         tombstones: &mut Batch,
+        removed: &mut Vec<(Vec<u8>, i64)>,
     ) -> Result<()> {
         let start = keys::version(key, revision);
         let end = keys::after(key);
@@ -180,10 +186,19 @@ impl Mvcc {
             return Ok(());
         };
         let (kept_key, kept_val) = first?;
+        let mut forget = |raw: &[u8]| -> Result<()> {
+            let (_, at) = keys::split_version(raw)
+                .ok_or_else(|| MvccError::Storage(format!("corrupt version key {raw:?}")))?;
+            removed.push((key.to_vec(), at));
+            Ok(())
+        };
         for v in versions {
-            older.delete(v?.0.into_vec());
+            let raw = v?.0;
+            forget(&raw)?;
+            older.delete(raw.into_vec());
         }
         if Version::is_tombstone(&kept_val) {
+            forget(&kept_key)?;
             tombstones.delete(kept_key.into_vec());
         }
         Ok(())

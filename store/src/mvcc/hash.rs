@@ -105,7 +105,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, Mvcc) {
         let dir = tempfile::tempdir().unwrap();
         let backend = Arc::new(SledBackend::open(dir.path()).unwrap());
-        (dir, Mvcc::new(backend, 1, 0))
+        (dir, Mvcc::new(backend, 1, 0).unwrap())
     }
 
     fn put(m: &Mvcc, k: &str, v: &str) {

@@ -8,6 +8,7 @@
 
 mod compact;
 mod hash;
+mod index;
 mod keys;
 mod read;
 mod record;
@@ -84,6 +85,8 @@ impl LeaseIndex for NoLeases {
 /// The MVCC store: revisioned versions in the backend plus the published revision counters.
 pub struct Mvcc {
     backend: Arc<dyn Backend>,
+    /// Which versions each key has, for reads and counts without walking the engine.
+    index: index::KeyIndex,
     current: AtomicI64,
     compacted: AtomicI64,
     /// Held by a compaction step and by HashKV, so a hash never sees half a step.
@@ -95,16 +98,20 @@ pub struct Mvcc {
 }
 
 impl Mvcc {
-    /// Wraps the backend, starting from revisions recorded by the state machine.
-    pub fn new(backend: Arc<dyn Backend>, current: i64, compacted: i64) -> Self {
-        Self {
+    /// Wraps the backend, starting from revisions recorded by the state machine, and builds the
+    /// key index from the versions stored there.
+    pub fn new(backend: Arc<dyn Backend>, current: i64, compacted: i64) -> Result<Self> {
+        let index = index::KeyIndex::default();
+        index.rebuild(backend.as_ref())?;
+        Ok(Self {
             backend,
+            index,
             current: AtomicI64::new(current.max(1)),
             compacted: AtomicI64::new(compacted),
             compaction: std::sync::Mutex::new(()),
             compactor: std::sync::Mutex::new(None),
             removed_below: tokio::sync::watch::Sender::new(0),
-        }
+        })
     }
 
     /// The latest revision whose changes are complete and readable.
@@ -139,12 +146,15 @@ impl Mvcc {
         Ok(self.backend.get(&keys::version(key, revision))?)
     }
 
-    /// Restores the counters after a snapshot install replaced the data underneath.
-    pub fn reset(&self, current: i64, compacted: i64) {
+    /// Restores the counters and the key index after a snapshot install replaced the data
+    /// underneath.
+    pub fn reset(&self, current: i64, compacted: i64) -> Result<()> {
+        self.index.rebuild(self.backend.as_ref())?;
         self.current.store(current.max(1), Ordering::Release);
         self.compacted.store(compacted, Ordering::Release);
         // The installed data may carry garbage of a compaction its sender had not finished.
         self.wake_compactor();
+        Ok(())
     }
 
     fn publish(&self, revision: i64) {

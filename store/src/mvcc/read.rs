@@ -1,12 +1,12 @@
 //! Reads at a revision: single keys, ranges with every etcd option, and counting.
 //!
-//! Scans are lazy: a range with a key-ordered limit stops collecting values at `limit + 1` and
-//! only counts the rest; a range sorted by another field keeps at most `limit` entries in a heap
-//! instead of loading the whole range (etcd's memory trap).
+//! The key index (`index.rs`) says which version of each key a revision sees; only the versions
+//! a response returns are read from the engine. A key-ordered range with a limit reads `limit`
+//! values and counts the rest in memory; a range sorted by another field keeps at most `limit`
+//! entries in a heap instead of loading the whole range (etcd's memory trap).
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
-use std::ops::Bound;
 
 use super::keys;
 use super::record::Version;
@@ -14,7 +14,6 @@ use super::{Mvcc, MvccError, Result};
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::RangeRequest;
 use crate::proto::mvccpb::KeyValue;
-use crate::storage::{Pair, Scan};
 
 /// A user-key interval with etcd's `range_end` conventions resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,15 +69,6 @@ impl KeyRange {
     pub fn is_empty(&self) -> bool {
         matches!(self, KeyRange::Span { start, end: Some(end) } if end <= start)
     }
-
-    fn bounds(&self) -> (Vec<u8>, Option<Vec<u8>>) {
-        match self {
-            KeyRange::Single(k) => (keys::seek(k), Some(keys::after(k))),
-            KeyRange::Span { start, end } => {
-                (keys::seek(start), end.as_ref().map(|e| keys::seek(e)))
-            }
-        }
-    }
 }
 
 /// The outcome of a range read.
@@ -88,105 +78,6 @@ pub struct RangeResult {
     pub more: bool,
     pub count: i64,
     pub revision: i64,
-}
-
-/// After this many versions of one key have been stepped over, seek instead of stepping.
-const RESEEK_AFTER: usize = 4;
-
-/// Yields the version of each user key visible at a revision, in key order.
-pub(crate) struct Visible<'a> {
-    mvcc: &'a Mvcc,
-    end: Option<Vec<u8>>,
-    revision: i64,
-    scan: Scan,
-    /// The encoded prefix (see [`keys::split_version`]) of the key whose visible version was
-    /// already decided; its remaining versions are skipped. Compared encoded, so stepping over
-    /// versions and counting keys decode and allocate nothing.
-    done_key: Vec<u8>,
-    skipped: usize,
-}
-
-impl<'a> Visible<'a> {
-    pub(crate) fn new(mvcc: &'a Mvcc, range: &KeyRange, revision: i64) -> Self {
-        let (start, end) = range.bounds();
-        let scan = open_scan(mvcc, &start, end.as_deref());
-        Self {
-            mvcc,
-            end,
-            revision,
-            scan,
-            done_key: Vec::new(),
-            skipped: 0,
-        }
-    }
-
-    fn reseek(&mut self, from: Vec<u8>) {
-        self.scan = open_scan(self.mvcc, &from, self.end.as_deref());
-        self.skipped = 0;
-    }
-
-    /// Next visible (encoded version key, mod_revision, raw record); tombstones are included so
-    /// callers can tell "deleted" from "absent" when they need to.
-    fn next_raw(&mut self) -> Result<Option<(Box<[u8]>, i64, Box<[u8]>)>> {
-        loop {
-            let Some(item) = self.scan.next() else {
-                return Ok(None);
-            };
-            let (raw_key, raw_val): Pair = item?;
-            let (prefix, rev) = keys::split_version(&raw_key)
-                .ok_or_else(|| MvccError::Storage(format!("corrupt version key {raw_key:?}")))?;
-            if prefix == self.done_key.as_slice() {
-                self.skipped += 1;
-                if self.skipped > RESEEK_AFTER {
-                    self.reseek(keys::after_prefix(prefix));
-                }
-                continue;
-            }
-            if rev > self.revision {
-                self.skipped += 1;
-                if self.skipped > RESEEK_AFTER {
-                    self.reseek(keys::version_at_prefix(prefix, self.revision));
-                }
-                continue;
-            }
-            self.skipped = 0;
-            self.done_key.clear();
-            self.done_key.extend_from_slice(prefix);
-            return Ok(Some((raw_key, rev, raw_val)));
-        }
-    }
-
-    /// Next live key-value (tombstones skipped).
-    pub(crate) fn next_kv(&mut self) -> Result<Option<KeyValue>> {
-        while let Some((raw_key, rev, raw)) = self.next_raw()? {
-            if Version::is_tombstone(&raw) {
-                continue;
-            }
-            let corrupt = || MvccError::Storage(format!("corrupt record {raw_key:?}"));
-            let (key, _) = keys::decode_version(&raw_key).ok_or_else(corrupt)?;
-            let v = Version::decode(&raw).ok_or_else(corrupt)?;
-            return Ok(Some(v.into_kv(key, rev)));
-        }
-        Ok(None)
-    }
-
-    /// Steps to the next live key without decoding it or its value; false at the end.
-    fn next_live(&mut self) -> Result<bool> {
-        while let Some((_, _, raw)) = self.next_raw()? {
-            if !Version::is_tombstone(&raw) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-}
-
-fn open_scan(mvcc: &Mvcc, from: &[u8], to: Option<&[u8]>) -> Scan {
-    let to = match to {
-        Some(t) => Bound::Excluded(t),
-        None => Bound::Excluded(&[crate::storage::space::KV + 1][..]),
-    };
-    mvcc.backend().scan(Bound::Included(from), to, false)
 }
 
 /// Ordering key for non-default sorts.
@@ -245,19 +136,36 @@ fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
 }
 
 impl Mvcc {
+    /// The stored version of `key` at exactly `revision`.
+    fn fetch(&self, key: Vec<u8>, revision: i64) -> Result<KeyValue> {
+        // The index named this version, so only the compactor can have removed it since, and it
+        // only removes what no read at or after the compact revision sees: the read's revision
+        // was compacted while it ran.
+        let raw = self
+            .backend
+            .get(&keys::version(&key, revision))?
+            .ok_or(MvccError::Compacted)?;
+        let v = Version::decode(&raw).ok_or_else(|| {
+            MvccError::Storage(format!("corrupt record of {key:?} at revision {revision}"))
+        })?;
+        Ok(v.into_kv(key, revision))
+    }
+
     /// The version of `key` visible at `revision`, if the key is live there.
     pub fn get(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
-        Visible::new(self, &KeyRange::Single(key.to_vec()), revision).next_kv()
+        match self.index.get(key, revision) {
+            Some(at) => self.fetch(key.to_vec(), at).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Every live key-value in `range` at `revision`, in key order.
     pub fn scan(&self, range: &KeyRange, revision: i64) -> Result<Vec<KeyValue>> {
-        let mut it = Visible::new(self, range, revision);
-        let mut out = Vec::new();
-        while let Some(kv) = it.next_kv()? {
-            out.push(kv);
-        }
-        Ok(out)
+        let (visible, _) = self.index.range(range, revision, usize::MAX);
+        visible
+            .into_iter()
+            .map(|(key, at)| self.fetch(key, at))
+            .collect()
     }
 
     /// Serves a RangeRequest at `revision` (already checked against compaction and the future).
@@ -277,12 +185,9 @@ impl Mvcc {
             order = SortOrder::Ascend;
         }
         let limit = usize::try_from(req.limit).unwrap_or(0);
-        let mut it = Visible::new(self, &range, revision);
 
         if req.count_only {
-            while it.next_live()? {
-                result.count += 1;
-            }
+            result.count = self.index.range(&range, revision, 0).1 as i64;
             return Ok(result);
         }
 
@@ -296,53 +201,50 @@ impl Mvcc {
         // limit sorts only the first limit+1 keys (etcdserver/txn/range.go). Clients see that.
         let sort_after_limit =
             target != SortTarget::Key && requested == SortOrder::None && limit > 0 && !filtered;
+        let key_order = target == SortTarget::Key && order != SortOrder::Descend;
 
-        if (target == SortTarget::Key && order != SortOrder::Descend) || sort_after_limit {
-            // Natural key order: keep the first `limit` matches, count the rest without values.
-            let keep = if sort_after_limit { limit + 1 } else { limit };
-            let mut matched = 0usize;
-            loop {
-                if keep > 0 && result.kvs.len() >= keep && !filtered {
-                    while it.next_live()? {
-                        result.count += 1;
-                        result.more = true;
-                    }
-                    break;
-                }
-                let Some(kv) = it.next_kv()? else { break };
-                result.count += 1;
-                if !passes_filters(req, &kv) {
-                    continue;
-                }
-                matched += 1;
-                if keep == 0 || result.kvs.len() < keep {
-                    result.kvs.push(kv);
-                }
-            }
-            if limit > 0 && matched > limit {
-                result.more = true;
-            }
+        if (key_order || sort_after_limit) && !filtered {
+            // Only the values returned are read; the rest of the range is counted in the index.
+            let keep = match limit {
+                0 => usize::MAX,
+                _ if sort_after_limit => limit + 1,
+                _ => limit,
+            };
+            let (visible, count) = self.index.range(&range, revision, keep);
+            result.count = count as i64;
+            result.more = limit > 0 && count > limit;
+            result.kvs = visible
+                .into_iter()
+                .map(|(key, at)| self.fetch(key, at))
+                .collect::<Result<_>>()?;
             if sort_after_limit {
                 result.kvs.sort_by(|a, b| sort_cmp(target, a, b));
                 result.kvs.truncate(limit);
             }
         } else {
-            // Any other order: a bounded heap keeps the best `limit` entries.
+            // Filters need each version's record, and other orders see every match: read them
+            // one at a time, keeping the first `limit` in key order or the best `limit` in a heap.
+            let (visible, count) = self.index.range(&range, revision, usize::MAX);
+            result.count = count as i64;
             let descending = order == SortOrder::Descend;
             let mut heap: BinaryHeap<Ranked> = BinaryHeap::new();
             let mut matched = 0usize;
-            let mut seq = 0usize;
-            while let Some(kv) = it.next_kv()? {
-                result.count += 1;
+            for (key, at) in visible {
+                let kv = self.fetch(key, at)?;
                 if !passes_filters(req, &kv) {
                     continue;
                 }
                 matched += 1;
-                seq += 1;
+                if key_order {
+                    if limit == 0 || result.kvs.len() < limit {
+                        result.kvs.push(kv);
+                    }
+                    continue;
+                }
                 // Key-descending ties cannot happen; for other targets equal values keep scan order.
                 heap.push(Ranked {
                     kv,
-                    seq,
+                    seq: matched,
                     target,
                     descending,
                 });
@@ -350,7 +252,9 @@ impl Mvcc {
                     heap.pop();
                 }
             }
-            result.kvs = heap.into_sorted_vec().into_iter().map(|r| r.kv).collect();
+            if !key_order {
+                result.kvs = heap.into_sorted_vec().into_iter().map(|r| r.kv).collect();
+            }
             result.more = limit > 0 && matched > limit;
         }
         if req.keys_only {

@@ -33,7 +33,7 @@ struct Store {
 fn open() -> Store {
     let dir = tempfile::tempdir().unwrap();
     let backend = Arc::new(SledBackend::open(dir.path()).unwrap());
-    let mvcc = Mvcc::new(backend.clone(), 1, 0);
+    let mvcc = Mvcc::new(backend.clone(), 1, 0).unwrap();
     Store {
         _dir: dir,
         backend,
@@ -674,7 +674,7 @@ fn compaction_in_steps_resumes_after_reopen() {
     assert_eq!(s.mvcc.hash_kv(0).unwrap(), hash, "hash after one step");
 
     // Reopened over the same data, as after a crash: the compactor finishes on its own.
-    let reopened = Arc::new(Mvcc::new(s.backend.clone(), current, c));
+    let reopened = Arc::new(Mvcc::new(s.backend.clone(), current, c).unwrap());
     reopened.start_compactor().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()

@@ -6,7 +6,7 @@
 //! a half-applied entry after a crash produce exactly the same writes.
 
 use super::keys;
-use super::read::{KeyRange, Visible};
+use super::read::KeyRange;
 use super::record::Version;
 use super::{LeaseIndex, Mvcc, Result};
 use crate::proto::mvccpb::event::EventType;
@@ -51,6 +51,9 @@ impl<'a> WriteTxn<'a> {
         let backend = self.mvcc.backend();
         backend.insert(&keys::version(key, self.revision), &version.encode())?;
         backend.insert(&keys::revision_entry(self.revision, self.sub), key)?;
+        self.mvcc
+            .index
+            .record(key, self.revision, version.tombstone);
         self.sub += 1;
         Ok(())
     }
@@ -89,11 +92,7 @@ impl<'a> WriteTxn<'a> {
         if range.is_empty() {
             return Ok(Vec::new());
         }
-        let mut it = Visible::new(self.mvcc, range, self.revision - 1);
-        let mut deleted = Vec::new();
-        while let Some(kv) = it.next_kv()? {
-            deleted.push(kv);
-        }
+        let deleted = self.mvcc.scan(range, self.revision - 1)?;
         for prev in &deleted {
             self.record(&prev.key, &Version::tombstone())?;
             if prev.lease != 0 {

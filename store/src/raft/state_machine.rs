@@ -90,7 +90,9 @@ impl StateMachine {
     ) -> Result<Self, StorageError<NodeId>> {
         std::fs::create_dir_all(&snapshot_dir).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let state = load_state(backend.as_ref())?;
-        let mvcc = Arc::new(Mvcc::new(backend.clone(), state.revision, state.compacted));
+        let mvcc = Mvcc::new(backend.clone(), state.revision, state.compacted)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let mvcc = Arc::new(mvcc);
         mvcc.start_compactor()
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let (changes, _) = broadcast::channel(1024);
@@ -659,7 +661,10 @@ impl StateMachine {
             .insert(STATE, &raw)
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         backend.flush().map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.inner.mvcc.reset(state.revision, state.compacted);
+        self.inner
+            .mvcc
+            .reset(state.revision, state.compacted)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         self.inner
             .alarms
             .reload()
