@@ -7,8 +7,9 @@
 //! aborts the process on the spot: no destructor, no flush, no reply, like a power cut as far as
 //! the process is concerned. (fail-rs's own `panic` action would only end the task it runs in.)
 //!
-//! Points: `raft::log::before_fsync`, `raft::log::after_fsync` (the group-commit thread, around
-//! the fsync that makes appended entries durable), `raft::apply::before`, `raft::apply::after`
+//! Points: `raft::log::before_fsync` (entries handed to the WAL, not yet synced),
+//! `raft::log::after_fsync` (the WAL's flush thread, after the fdatasync that made appended
+//! entries durable and before openraft hears of it), `raft::apply::before`, `raft::apply::after`
 //! (each entry, before it touches MVCC and after its applied-state record is written),
 //! `raft::snapshot::install` (after the old state machine was cleared, before the snapshot's
 //! data is written), `mvcc::compact::during` (after each key a compaction removed).

@@ -1,31 +1,112 @@
-//! The Raft log and vote in the storage backend.
+//! The Raft log and vote, in a write-ahead log of their own (`member/wal`, the `raft-log` crate).
 //!
 //! openraft's contract: a vote is durable before `save_vote` returns, and `append` reports
-//! completion only once the entries are on disk. Both call the backend's `flush` (an fsync); one
-//! `append` carries every entry openraft batched, so many proposals share one fsync.
+//! completion only once the entries are on disk. raft-log writes every record (appends, votes,
+//! truncations, purges, the commit index) to an append-only chunk file from one flush thread,
+//! which batches whatever is queued into one write and one `fdatasync`, so many proposals share
+//! one disk flush, as in etcd's WAL.
+//!
+//! The log used to live in sled with the state machine. Every append then cost sled's flush (a
+//! `pwrite` and a waiting `sync_file_range` per IO buffer, three per put) plus the fsync, and
+//! purged entries left garbage in the state machine's file. Now the state machine in sled is
+//! made durable only by sled's own background flush, by snapshots, and before the log is purged
+//! (`purge` below): after a crash, openraft re-applies the committed entries the WAL still holds
+//! (applying is idempotent, see `state_machine.rs`), exactly like etcd replaying its WAL onto
+//! bbolt.
 
 use std::fmt::Debug;
+use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
+    CommittedLeaderId, ErrorSubject, ErrorVerb, LeaderId, OptionalSend, RaftLogReader,
+    StorageError, StorageIOError, Vote,
 };
+use raft_log::api::raft_log_writer::RaftLogWriter;
+use raft_log::RaftLog;
 
 use super::codec;
 use super::{Entry, LogId, NodeId, TypeConfig};
 use crate::storage::{space, Backend, Batch};
 
-const VOTE: &[u8] = b"Rvote";
-const PURGED: &[u8] = b"Rpurged";
-const COMMITTED: &[u8] = b"Rcommitted";
+/// How raft-log stores cairn's log: ids as ((term, leader), index), entries bincode-encoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WalTypes;
 
-fn log_key(index: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = space::RAFT_LOG;
-    k[1..].copy_from_slice(&index.to_be_bytes());
-    k
+type WalLogId = ((u64, u64), u64);
+type WalVote = ((u64, u64), bool);
+
+impl raft_log::Types for WalTypes {
+    type LogId = WalLogId;
+    type LogPayload = Vec<u8>;
+    type Vote = WalVote;
+    type Callback = Flushed;
+    type UserData = ();
+
+    fn log_index(log_id: &WalLogId) -> u64 {
+        log_id.1
+    }
+
+    fn payload_size(payload: &Vec<u8>) -> u64 {
+        payload.len() as u64
+    }
+}
+
+/// Who hears that a flush reached the disk.
+pub enum Flushed {
+    /// openraft, for an append handed to the WAL at the instant given.
+    Append(LogFlushed<TypeConfig>, std::time::Instant),
+    /// A caller awaiting the flush (votes, truncations, purges).
+    Waiter(tokio::sync::oneshot::Sender<io::Result<()>>),
+    /// A caller blocking on it (opening, outside the runtime's tasks).
+    Blocking(std::sync::mpsc::Sender<io::Result<()>>),
+}
+
+impl raft_log::Callback for Flushed {
+    fn send(self, res: io::Result<()>) {
+        match self {
+            Flushed::Append(cb, queued) => {
+                if res.is_ok() {
+                    crate::crash_point!("raft::log::after_fsync");
+                    // From handing the records over to their fdatasync returning: the WAL
+                    // thread writes and syncs in one step, so this is etcd's WAL fsync figure
+                    // plus the wait for the write batched before.
+                    crate::metrics::observe_wal_fsync(queued.elapsed());
+                }
+                cb.log_io_completed(res)
+            }
+            // A waiter that went away no longer cares.
+            Flushed::Waiter(tx) => {
+                let _ = tx.send(res);
+            }
+            Flushed::Blocking(tx) => {
+                let _ = tx.send(res);
+            }
+        }
+    }
+}
+
+fn to_wal_id(id: &LogId) -> WalLogId {
+    ((id.leader_id.term, id.leader_id.node_id), id.index)
+}
+
+fn from_wal_id(&((term, node), index): &WalLogId) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, node), index)
+}
+
+fn to_wal_vote(v: &Vote<NodeId>) -> WalVote {
+    ((v.leader_id.term, v.leader_id.node_id), v.committed)
+}
+
+fn from_wal_vote(&((term, node), committed): &WalVote) -> Vote<NodeId> {
+    Vote {
+        leader_id: LeaderId::new(term, node),
+        committed,
+    }
 }
 
 fn io_err(
@@ -36,100 +117,141 @@ fn io_err(
     StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
 }
 
-#[derive(Clone)]
-pub struct LogStore {
-    backend: Arc<dyn Backend>,
-    /// Appends waiting for their fsync (see [`group_commit`]).
-    flusher: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+/// Where the WAL lives in a member's directory (etcd's layout has `member/wal` too).
+pub fn wal_dir(member_dir: &Path) -> std::path::PathBuf {
+    member_dir.join("wal")
 }
 
-/// Group commit: one thread fsyncs for every append that arrived since its last fsync and then
-/// reports them durable, in order. `append` itself returns as soon as the entries are written
-/// (not yet durable), so openraft keeps accepting proposals while an fsync runs and the next
-/// fsync covers all of them; nothing is reported durable before the fsync that covers it.
-fn group_commit(
+#[derive(Clone)]
+pub struct LogStore {
+    wal: Arc<RwLock<RaftLog<WalTypes>>>,
+    /// The state machine's engine: made durable before the log is purged.
     backend: Arc<dyn Backend>,
-    pending: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>,
-) {
-    while let Ok(first) = pending.recv() {
-        let mut batch = vec![first];
-        batch.extend(pending.try_iter());
-        let started = std::time::Instant::now();
-        crate::crash_point!("raft::log::before_fsync");
-        let result = backend.flush();
-        crate::crash_point!("raft::log::after_fsync");
-        crate::metrics::observe_wal_fsync(started.elapsed());
-        for callback in batch {
-            callback.log_io_completed(match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            });
-        }
-    }
 }
 
 impl LogStore {
-    pub fn new(backend: Arc<dyn Backend>) -> std::io::Result<Self> {
-        let (flusher, pending) = std::sync::mpsc::channel();
-        let b = backend.clone();
-        std::thread::Builder::new()
-            .name("cairn-wal-fsync".into())
-            .spawn(move || group_commit(b, pending))?;
-        Ok(Self { backend, flusher })
+    /// Opens (or creates) the WAL in `dir`, moving a log that an older cairn kept in `backend`.
+    pub fn open(dir: &Path, backend: Arc<dyn Backend>) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir
+            .to_str()
+            .ok_or_else(|| io::Error::other(format!("WAL path {dir:?} is not UTF-8")))?;
+        let mut config = raft_log::Config::new(path);
+        // etcd's segment size: purged chunks are deleted whole, so this bounds the garbage.
+        config.wal.chunk_max_size = Some(64 * 1024 * 1024);
+        // Read while replaying at start-up; the default (64 MiB) is allocated per chunk read.
+        config.wal.read_buffer_size = Some(1024 * 1024);
+        // No waiting for more writes to share a flush: openraft 0.9 has one append in flight at
+        // a time (its core awaits each append's flush), so none would come, and every put
+        // would pay the wait (the default is 1 ms). Batching happens above (`server/batch.rs`).
+        config.wal.flush_batch_wait = Some(Duration::ZERO);
+        // Entries are read back to apply them and to send them to followers soon after they
+        // are written; older ones are read from the file.
+        config.log_cache_capacity = Some(32 * 1024 * 1024);
+        let wal = RaftLog::open(Arc::new(config))?;
+        let store = Self {
+            wal: Arc::new(RwLock::new(wal)),
+            backend,
+        };
+        store.move_log_from_backend()?;
+        Ok(store)
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError<NodeId>> {
-        let raw = self
-            .backend
-            .get(key)
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
-        raw.map(|b| codec::decode("raft metadata", &b))
-            .transpose()
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))
+    fn read(&self) -> RwLockReadGuard<'_, RaftLog<WalTypes>> {
+        // raft-log applies a record to its in-memory state only after writing it whole.
+        self.wal.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn flush(&self) -> Result<(), std::io::Error> {
-        let backend = self.backend.clone();
-        tokio::task::spawn_blocking(move || backend.flush())
-            .await
-            .map_err(std::io::Error::other)?
-            .map_err(std::io::Error::other)
+    fn write(&self) -> RwLockWriteGuard<'_, RaftLog<WalTypes>> {
+        self.wal.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn last_entry(&self) -> Result<Option<LogId>, StorageError<NodeId>> {
-        let from = [space::RAFT_LOG];
-        let to = [space::RAFT_LOG + 1];
-        let mut scan = self
-            .backend
-            .scan(Bound::Included(&from), Bound::Excluded(&to), true);
-        match scan.next() {
-            None => Ok(None),
-            Some(item) => {
-                let (_, raw) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-                let entry: Entry = codec::decode("log entry", &raw)
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-                Ok(Some(entry.log_id))
+    /// Waits until everything written so far is on disk.
+    async fn sync(&self) -> io::Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.write().flush(true, Some(Flushed::Waiter(tx)))?;
+        rx.await
+            .map_err(|_| io::Error::other("the WAL's flush thread stopped"))?
+    }
+
+    fn sync_blocking(&self) -> io::Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.write().flush(true, Some(Flushed::Blocking(tx)))?;
+        rx.recv()
+            .map_err(|_| io::Error::other("the WAL's flush thread stopped"))?
+    }
+
+    /// Data dirs of cairn before the WAL kept the vote and log in the backend (`R` and `L`
+    /// spaces). Moves them into the (empty) WAL, durably, then removes them from the backend.
+    fn move_log_from_backend(&self) -> io::Result<()> {
+        let state = self.read().log_state().clone();
+        if state.vote().is_some() || state.last().is_some() || state.purged().is_some() {
+            return Ok(());
+        }
+        let meta = |key: &[u8]| -> io::Result<Option<Box<[u8]>>> {
+            self.backend.get(key).map_err(io::Error::other)
+        };
+        let mut moved = Batch::default();
+        let mut wal = self.write();
+        if let Some(raw) = meta(LEGACY_VOTE)? {
+            let vote: Vote<NodeId> = legacy_decode("vote", &raw)?;
+            wal.save_vote(to_wal_vote(&vote))?;
+            moved.delete(LEGACY_VOTE.to_vec());
+        }
+        if let Some(raw) = meta(LEGACY_PURGED)? {
+            let purged: LogId = legacy_decode("purged log id", &raw)?;
+            wal.purge(to_wal_id(&purged))?;
+            moved.delete(LEGACY_PURGED.to_vec());
+        }
+        for item in crate::storage::scan_prefix(self.backend.as_ref(), &[space::RAFT_LOG]) {
+            let (key, raw) = item.map_err(io::Error::other)?;
+            let entry: Entry = legacy_decode("log entry", &raw)?;
+            wal.append([(to_wal_id(&entry.log_id), raw.into_vec())])?;
+            moved.delete(key.into_vec());
+        }
+        if let Some(raw) = meta(LEGACY_COMMITTED)? {
+            let committed: Option<LogId> = legacy_decode("committed log id", &raw)?;
+            if let Some(c) = committed.filter(|c| Some(&to_wal_id(c)) <= wal.log_state().last()) {
+                wal.commit(to_wal_id(&c))?;
             }
+            moved.delete(LEGACY_COMMITTED.to_vec());
         }
+        drop(wal);
+        if moved.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            records = moved.len(),
+            "moving the Raft log from the state machine's database into the WAL"
+        );
+        self.sync_blocking()?;
+        self.backend.write(moved).map_err(io::Error::other)?;
+        self.backend.flush().map_err(io::Error::other)
     }
+}
 
-    fn delete_range(&self, from: u64, to_inclusive: u64) -> Result<(), StorageError<NodeId>> {
-        let (a, b) = (log_key(from), log_key(to_inclusive));
-        let mut batch = Batch::default();
-        for item in self
-            .backend
-            .scan(Bound::Included(&a), Bound::Included(&b), false)
-        {
-            let (k, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-            batch.delete(k.into_vec());
-        }
-        self.backend
-            .write(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
-    }
+fn legacy_decode<T: serde::de::DeserializeOwned>(what: &'static str, raw: &[u8]) -> io::Result<T> {
+    codec::decode(what, raw).map_err(io::Error::other)
+}
+
+/// Where cairn before the WAL kept the vote and log bookkeeping in the backend.
+const LEGACY_VOTE: &[u8] = b"Rvote";
+const LEGACY_PURGED: &[u8] = b"Rpurged";
+const LEGACY_COMMITTED: &[u8] = b"Rcommitted";
+
+/// `[from, to)` log indexes of a range.
+fn index_span<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
+    let from = match range.start_bound() {
+        Bound::Included(i) => *i,
+        Bound::Excluded(i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let to = match range.end_bound() {
+        Bound::Included(i) => i.saturating_add(1),
+        Bound::Excluded(i) => *i,
+        Bound::Unbounded => u64::MAX,
+    };
+    (from, to)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -137,29 +259,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError<NodeId>> {
-        let from = match range.start_bound() {
-            Bound::Included(i) => log_key(*i),
-            Bound::Excluded(i) => log_key(i.saturating_add(1)),
-            Bound::Unbounded => log_key(0),
-        };
-        let to = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(log_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(log_key(*i)),
-            Bound::Unbounded => Bound::Excluded(log_key(u64::MAX)),
-        };
-        let to_ref = match &to {
-            Bound::Included(k) => Bound::Included(&k[..]),
-            Bound::Excluded(k) => Bound::Excluded(&k[..]),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let mut out = Vec::new();
-        for item in self.backend.scan(Bound::Included(&from), to_ref, false) {
-            let (_, raw) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-            let entry: Entry = codec::decode("log entry", &raw)
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-            out.push(entry);
-        }
-        Ok(out)
+        let (from, to) = index_span(&range);
+        let wal = self.read();
+        let read_err = |e: io::Error| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
+        wal.read(from, to)
+            .map(|item| {
+                let (_, raw) = item.map_err(read_err)?;
+                codec::decode("log entry", &raw).map_err(|e| read_err(io::Error::other(e)))
+            })
+            .collect()
     }
 }
 
@@ -167,11 +275,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let last_purged: Option<LogId> = self.read_meta(PURGED)?;
-        let last = self.last_entry()?.or(last_purged);
+        let wal = self.read();
+        let state = wal.log_state();
+        let last_purged = state.purged().map(from_wal_id);
         Ok(LogState {
             last_purged_log_id: last_purged,
-            last_log_id: last,
+            last_log_id: state.last().map(from_wal_id).or(last_purged),
         })
     }
 
@@ -180,34 +289,37 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let raw = codec::encode("vote", vote)
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-        self.backend
-            .insert(VOTE, &raw)
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-        self.flush()
-            .await
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
+        let err = |e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
+        self.write().save_vote(to_wal_vote(vote)).map_err(err)?;
+        self.sync().await.map_err(err)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.read_meta(VOTE)
+        Ok(self.read().log_state().vote().map(from_wal_vote))
     }
 
     async fn save_committed(
         &mut self,
         committed: Option<LogId>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Durable with the next fsync; losing it only means re-learning the commit index.
-        let raw = codec::encode("committed", &committed)
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        self.backend
-            .insert(COMMITTED, &raw)
+        // Durable with the next flush; losing it only means re-learning the commit index. A
+        // commit index past the local log (a snapshot being installed) is not recorded: raft-log
+        // refuses it, and openraft records the next one.
+        let Some(c) = committed.map(|c| to_wal_id(&c)) else {
+            return Ok(());
+        };
+        let mut wal = self.write();
+        let state = wal.log_state();
+        if Some(&c) > state.last() || Some(&c) <= state.committed() {
+            return Ok(());
+        }
+        wal.commit(c)
+            .map(|_| ())
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError<NodeId>> {
-        Ok(self.read_meta::<Option<LogId>>(COMMITTED)?.flatten())
+        Ok(self.read().log_state().committed().map(from_wal_id))
     }
 
     async fn append<I>(
@@ -219,32 +331,119 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = Batch::default();
+        let err = |e: io::Error| io_err(ErrorSubject::Logs, ErrorVerb::Write, e);
+        let mut records = Vec::new();
         for entry in entries {
-            let raw = codec::encode("log entry", &entry)
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-            batch.put(log_key(entry.log_id.index).to_vec(), raw);
+            let raw = codec::encode("log entry", &entry).map_err(|e| err(io::Error::other(e)))?;
+            records.push((to_wal_id(&entry.log_id), raw));
         }
-        self.backend
-            .write(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        if let Err(std::sync::mpsc::SendError(callback)) = self.flusher.send(callback) {
-            // The fsync thread is gone (only at shutdown): flush here instead.
-            callback.log_io_completed(self.flush().await);
-        }
-        Ok(())
+        let mut wal = self.write();
+        let queued = std::time::Instant::now();
+        wal.append(records).map_err(err)?;
+        crate::crash_point!("raft::log::before_fsync");
+        // The flush thread reports to openraft once these records are on disk.
+        wal.flush(true, Some(Flushed::Append(callback, queued)))
+            .map_err(err)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
-        self.delete_range(log_id.index, u64::MAX)
+        let err = |e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e);
+        self.write().truncate(log_id.index).map_err(err)?;
+        self.sync().await.map_err(err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
-        let raw = codec::encode("purged", &log_id)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        self.backend
-            .insert(PURGED, &raw)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        self.delete_range(0, log_id.index)
+        let err = |e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e);
+        // Entries are purged once a snapshot covers them, but sled may not have flushed what
+        // applying them wrote. Once they are gone a crash could not re-apply them: make the
+        // state machine durable first.
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || backend.flush())
+            .await
+            .map_err(|e| err(io::Error::other(e)))?
+            .map_err(|e| err(io::Error::other(e)))?;
+        self.write().purge(to_wal_id(&log_id)).map_err(err)?;
+        self.sync().await.map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::EntryPayload;
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn dirs() -> (tempfile::TempDir, Arc<dyn Backend>) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> =
+            Arc::new(crate::storage::open(&dir.path().join("db")).unwrap());
+        (dir, backend)
+    }
+
+    #[test]
+    fn ids_and_votes_round_trip() {
+        let id = LogId::new(CommittedLeaderId::new(7, 3), 42);
+        assert_eq!(from_wal_id(&to_wal_id(&id)), id);
+        let vote = Vote {
+            leader_id: LeaderId::new(5, 2),
+            committed: true,
+        };
+        assert_eq!(from_wal_vote(&to_wal_vote(&vote)), vote);
+    }
+
+    #[test]
+    fn a_log_kept_in_the_backend_moves_into_the_wal() {
+        let (dir, backend) = dirs();
+        let vote = Vote::new(4, 1);
+        backend
+            .insert(LEGACY_VOTE, &codec::encode("vote", &vote).unwrap())
+            .unwrap();
+        let purged = entry(1, 2).log_id;
+        backend
+            .insert(LEGACY_PURGED, &codec::encode("purged", &purged).unwrap())
+            .unwrap();
+        for i in 3..=5 {
+            let e = entry(2, i);
+            let mut key = vec![space::RAFT_LOG];
+            key.extend_from_slice(&i.to_be_bytes());
+            backend
+                .insert(&key, &codec::encode("entry", &e).unwrap())
+                .unwrap();
+        }
+        let committed = Some(entry(2, 4).log_id);
+        backend
+            .insert(LEGACY_COMMITTED, &codec::encode("c", &committed).unwrap())
+            .unwrap();
+
+        let wal_dir = wal_dir(dir.path());
+        let store = LogStore::open(&wal_dir, backend.clone()).unwrap();
+        let state = store.read().log_state().clone();
+        assert_eq!(state.vote().map(from_wal_vote), Some(vote));
+        assert_eq!(state.purged().map(from_wal_id), Some(purged));
+        assert_eq!(state.last().map(from_wal_id), Some(entry(2, 5).log_id));
+        assert_eq!(state.committed().map(from_wal_id), committed);
+        for space in [space::RAFT_LOG, space::RAFT_META] {
+            assert_eq!(
+                crate::storage::scan_prefix(backend.as_ref(), &[space]).count(),
+                0,
+                "the backend keeps nothing of the log"
+            );
+        }
+        drop(store);
+        // Reopening finds the WAL as it was, and moves nothing again.
+        let mut store = LogStore::open(&wal_dir, backend).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let entries = rt.block_on(store.try_get_log_entries(3..=5)).unwrap();
+        let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, vec![3, 4, 5]);
+        assert_eq!(rt.block_on(store.read_vote()).unwrap(), Some(vote));
     }
 }

@@ -95,7 +95,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .validate()
     .context("raft configuration")?;
 
-    let log_store = LogStore::new(backend.clone()).context("starting the log's fsync thread")?;
+    let wal_dir = crate::raft::log_store::wal_dir(&member_dir);
+    let log_store = LogStore::open(&wal_dir, backend.clone())
+        .with_context(|| format!("opening the WAL in {}", wal_dir.display()))?;
     let sm = StateMachine::open(backend.clone(), member_dir.join("snap"))
         .context("opening the state machine")?;
     sm.auth()

@@ -1,10 +1,12 @@
 //! The narrow storage interface cairn needs from a key-value engine, and its sled implementation.
 //!
-//! Everything the store persists (Raft log, vote, MVCC state) lives in one ordered keyspace,
-//! partitioned by a one-byte prefix (see [`space`]). One keyspace means one atomic batch and one
-//! fsync cover all of it: a Raft append and the state-machine writes before it become durable
-//! together, and a crash recovers a prefix of the writes. Keeping the interface this small is what
-//! lets sled be replaced by another engine (redb, fjall) if measurements say so.
+//! The replicated state machine (MVCC state, leases, auth, membership) lives in one ordered
+//! keyspace, partitioned by a one-byte prefix (see [`space`]). The Raft log and vote are not
+//! here but in their own write-ahead log (`raft/log_store.rs`): acknowledged writes are durable
+//! there, and this keyspace is flushed in the background, before the log is purged, and when a
+//! snapshot is installed; a crash re-applies what it lost from the log. Keeping the interface
+//! this small is what lets sled be replaced by another engine (redb, fjall) if measurements say
+//! so.
 
 mod sled_backend;
 
@@ -15,9 +17,11 @@ pub use sled_backend::SledBackend;
 
 /// Key prefixes of the one keyspace. Each module owns the layout under its prefix.
 pub mod space {
-    /// Raft log entries: `L` + index (u64 BE).
+    /// Raft log entries: `L` + index (u64 BE). Only in data dirs of cairn before the WAL, which
+    /// moves them out at start-up.
     pub const RAFT_LOG: u8 = b'L';
-    /// Raft metadata (vote, last purged log id): `R` + name.
+    /// `R` + name: the member identity; in data dirs of cairn before the WAL also the Raft vote,
+    /// last purged log id and commit index, which are moved to the WAL at start-up.
     pub const RAFT_META: u8 = b'R';
     /// MVCC key versions: `K` + escaped user key + terminator + inverted revision.
     pub const KV: u8 = b'K';
@@ -83,7 +87,7 @@ pub trait Backend: Send + Sync + 'static {
     fn write(&self, batch: Batch) -> Result<()>;
     /// Scans `[from, to)` in key order (or reverse order).
     fn scan(&self, from: Bound<&[u8]>, to: Bound<&[u8]>, reverse: bool) -> Scan;
-    /// Makes every write so far durable (fsync). Nothing is acknowledged before this returns.
+    /// Makes every write so far durable (fsync).
     fn flush(&self) -> Result<()>;
     /// Bytes the engine occupies on disk.
     fn size_on_disk(&self) -> Result<u64>;
