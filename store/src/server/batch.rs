@@ -8,7 +8,12 @@
 //! [`Command::Batch`], so one append, one fsync, one replication message and one applied-state
 //! write cover them all. Every write still gets its own revision, in queue order, and its own
 //! result; a lone write is proposed unwrapped, so an idle cluster's log looks as before.
+//!
+//! A write that finds nothing queued and a batch slot free is proposed straight from the
+//! caller's task: the batching task and the task awaiting a batch's result are two thread hops
+//! a lone write (one client, an idle cluster) does not need.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -63,29 +68,55 @@ struct Pending {
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::UnboundedSender<Pending>,
+    raft: Raft,
+    /// Batches (or lone writes) proposed and not yet applied.
+    slots: Arc<Semaphore>,
+    /// Writes sent to the batching task and not yet taken into a batch.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Batcher {
     /// Starts the batching task for `raft`; it ends when every `Batcher` handle is dropped.
     pub fn start(raft: Raft) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
-        Self { tx }
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(raft.clone(), rx, slots.clone(), queued.clone()));
+        Self {
+            tx,
+            raft,
+            slots,
+            queued,
+        }
     }
 
     /// Proposes `cmd` (in a batch with whatever else is queued) and waits until it is applied.
     pub async fn write(&self, cmd: Command) -> WriteResult {
+        if self.queued.load(Ordering::Acquire) == 0 {
+            if let Ok(_slot) = self.slots.clone().try_acquire_owned() {
+                return match self.raft.client_write(cmd).await {
+                    Ok(resp) => Ok(resp.data),
+                    Err(e) => Err(WriteError::from(e)),
+                };
+            }
+        }
         let (reply, rx) = oneshot::channel();
         let size = approx_size(&cmd);
-        self.tx
-            .send(Pending { cmd, size, reply })
-            .map_err(|_| WriteError::Stopped)?;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(Pending { cmd, size, reply }).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(WriteError::Stopped);
+        }
         rx.await.unwrap_or(Err(WriteError::Stopped))
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    slots: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+) {
     let mut carried: Option<Pending> = None;
     loop {
         let first = match carried.take() {
@@ -100,6 +131,8 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
             return;
         };
         let (batch, next) = collect(first, &mut rx);
+        // The carried write stays counted: it is still waiting for a batch.
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
         carried = next;
         let (mut cmds, replies): (Vec<Command>, Vec<_>) =
             batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
