@@ -58,8 +58,13 @@ impl raft_log::Types for WalTypes {
 
 /// Who hears that a flush reached the disk.
 pub enum Flushed {
-    /// openraft, for an append handed to the WAL at the instant given.
-    Append(LogFlushed<TypeConfig>, std::time::Instant),
+    /// openraft, for an append handed to the WAL at the instant given; the append is counted
+    /// as finished after openraft is told.
+    Append(
+        LogFlushed<TypeConfig>,
+        std::time::Instant,
+        Arc<AppendCounts>,
+    ),
     /// A caller awaiting the flush (votes, truncations, purges).
     Waiter(tokio::sync::oneshot::Sender<io::Result<()>>),
     /// A caller blocking on it (opening, outside the runtime's tasks).
@@ -69,15 +74,17 @@ pub enum Flushed {
 impl raft_log::Callback for Flushed {
     fn send(self, res: io::Result<()>) {
         match self {
-            Flushed::Append(cb, queued) => {
-                if res.is_ok() {
+            Flushed::Append(cb, queued, appends) => {
+                let ok = res.is_ok();
+                if ok {
                     crate::crash_point!("raft::log::after_fsync");
                     // From handing the records over to their fdatasync returning: the WAL
                     // thread writes and syncs in one step, so this is etcd's WAL fsync figure
                     // plus the wait for the write batched before.
                     crate::metrics::observe_wal_fsync(queued.elapsed());
                 }
-                cb.log_io_completed(res)
+                cb.log_io_completed(res);
+                appends.send_modify(|(_, finished)| *finished += 1);
             }
             // A waiter that went away no longer cares.
             Flushed::Waiter(tx) => {
@@ -109,6 +116,9 @@ fn from_wal_vote(&((term, node), committed): &WalVote) -> Vote<NodeId> {
     }
 }
 
+/// Appends started and finished, in that order.
+type AppendCounts = tokio::sync::watch::Sender<(u64, u64)>;
+
 fn io_err(
     subject: ErrorSubject<NodeId>,
     verb: ErrorVerb,
@@ -125,6 +135,8 @@ pub fn wal_dir(member_dir: &Path) -> std::path::PathBuf {
 #[derive(Clone)]
 pub struct LogStore {
     wal: Arc<RwLock<RaftLog<WalTypes>>>,
+    /// How many appends have started and finished (see [`LogStore::appends`]).
+    appends: Arc<AppendCounts>,
     /// The state machine's engine: made durable before the log is purged.
     backend: Arc<dyn Backend>,
 }
@@ -151,10 +163,20 @@ impl LogStore {
         let wal = RaftLog::open(Arc::new(config))?;
         let store = Self {
             wal: Arc::new(RwLock::new(wal)),
+            appends: Arc::new(tokio::sync::watch::Sender::new((0, 0))),
             backend,
         };
         store.move_log_from_backend()?;
         Ok(store)
+    }
+
+    /// How many appends have started and how many have finished (durable, or failed).
+    /// openraft 0.9's core waits for each append's flush before it takes its next message, so
+    /// the log being idle is the moment the core can append again: the write batcher
+    /// (`server/batch.rs`) proposes its next batch then, with everything that arrived during
+    /// the flush.
+    pub fn appends(&self) -> tokio::sync::watch::Receiver<(u64, u64)> {
+        self.appends.subscribe()
     }
 
     fn read(&self) -> RwLockReadGuard<'_, RaftLog<WalTypes>> {
@@ -339,11 +361,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let mut wal = self.write();
         let queued = std::time::Instant::now();
-        wal.append(records).map_err(err)?;
-        crate::crash_point!("raft::log::before_fsync");
-        // The flush thread reports to openraft once these records are on disk.
-        wal.flush(true, Some(Flushed::Append(callback, queued)))
-            .map_err(err)
+        // Counted before the flush thread can finish it, so finished never passes started.
+        self.appends.send_modify(|(started, _)| *started += 1);
+        let handed_over = wal.append(records).and_then(|_| {
+            crate::crash_point!("raft::log::before_fsync");
+            // The flush thread reports to openraft once these records are on disk.
+            let appends = self.appends.clone();
+            wal.flush(true, Some(Flushed::Append(callback, queued, appends)))
+        });
+        if handed_over.is_err() {
+            self.appends.send_modify(|(_, finished)| *finished += 1);
+        }
+        handed_over.map_err(err)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {

@@ -9,21 +9,29 @@
 //! write cover them all. Every write still gets its own revision, in queue order, and its own
 //! result; a lone write is proposed unwrapped, so an idle cluster's log looks as before.
 //!
-//! A write that finds nothing queued and a batch slot free is proposed straight from the
-//! caller's task: the batching task and the task awaiting a batch's result are two thread hops
-//! a lone write (one client, an idle cluster) does not need.
+//! When to propose: as soon as the local log is idle. openraft's core appends one entry at a time
+//! and waits for its flush, so a batch proposed while an append is being flushed only waits
+//! behind it with whatever little had arrived; holding it until the flush is over lets every
+//! write that arrives meanwhile share the next append (`LogStore::appends` counts appends started
+//! and finished). With four clients this took appends from one per put to one per two, and put
+//! throughput up by half.
+//!
+//! A write that finds nothing queued, the log idle and a batch slot free is proposed straight
+//! from the caller's task: the batching task and the task awaiting a batch's result are two
+//! thread hops a lone write (one client, an idle cluster) does not need.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::raft::{Command, CommandResult, Member, NodeId, Raft};
 
-/// Batches proposed but not yet applied at once. Two lets one batch be applied while the next
-/// is appended and fsynced; everything arriving meanwhile waits for the following batch.
-const MAX_IN_FLIGHT: usize = 2;
+/// Batches proposed but not yet applied at once. The next batch is proposed as soon as the log
+/// is idle again (see [`run`]), so a batch can be applied while the next one is appended and
+/// fsynced, and a third one collects what arrives meanwhile.
+const MAX_IN_FLIGHT: usize = 3;
 /// Bounds on one batch, so an entry stays a reasonable replication message.
 const MAX_BATCH_BYTES: usize = 4 << 20;
 const MAX_BATCH_LEN: usize = 2048;
@@ -73,26 +81,41 @@ pub struct Batcher {
     slots: Arc<Semaphore>,
     /// Writes sent to the batching task and not yet taken into a batch.
     queued: Arc<AtomicUsize>,
+    appends: watch::Receiver<(u64, u64)>,
+}
+
+/// Whether no append to the local log is in progress: openraft's core can append right away.
+fn log_idle(&(started, finished): &(u64, u64)) -> bool {
+    started <= finished
 }
 
 impl Batcher {
     /// Starts the batching task for `raft`; it ends when every `Batcher` handle is dropped.
-    pub fn start(raft: Raft) -> Self {
+    /// `appends` counts the local log's appends started and finished (`LogStore::appends`).
+    pub fn start(raft: Raft, appends: watch::Receiver<(u64, u64)>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run(raft.clone(), rx, slots.clone(), queued.clone()));
+        let batching = run(
+            raft.clone(),
+            rx,
+            slots.clone(),
+            queued.clone(),
+            appends.clone(),
+        );
+        tokio::spawn(batching);
         Self {
             tx,
             raft,
             slots,
             queued,
+            appends,
         }
     }
 
     /// Proposes `cmd` (in a batch with whatever else is queued) and waits until it is applied.
     pub async fn write(&self, cmd: Command) -> WriteResult {
-        if self.queued.load(Ordering::Acquire) == 0 {
+        if self.queued.load(Ordering::Acquire) == 0 && log_idle(&self.appends.borrow()) {
             if let Ok(_slot) = self.slots.clone().try_acquire_owned() {
                 return match self.raft.client_write(cmd).await {
                     Ok(resp) => Ok(resp.data),
@@ -116,6 +139,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     slots: Arc<Semaphore>,
     queued: Arc<AtomicUsize>,
+    mut appends: watch::Receiver<(u64, u64)>,
 ) {
     let mut carried: Option<Pending> = None;
     loop {
@@ -126,10 +150,14 @@ async fn run(
                 None => return,
             },
         };
-        // Wait for a free slot before collecting: writes that arrive meanwhile join this batch.
+        // Wait for a free slot and for the log to be idle before collecting: writes that arrive
+        // meanwhile join this batch. Proposing while an append is being flushed only queues a
+        // small batch behind it in openraft's core.
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
+        // Only fails once the log store is gone, when there is nothing left to wait for.
+        let _ = appends.wait_for(log_idle).await;
         let (batch, next) = collect(first, &mut rx);
         // The carried write stays counted: it is still waiting for a batch.
         queued.fetch_sub(batch.len(), Ordering::AcqRel);
@@ -141,6 +169,7 @@ async fn run(
         } else {
             Command::Batch(cmds)
         };
+        let finished_before = appends.borrow_and_update().1;
         // Submitted here, in queue order; only the wait for the result runs concurrently.
         match raft.client_write_ff(cmd).await {
             Err(_) => {
@@ -149,6 +178,7 @@ async fn run(
                 }
             }
             Ok(result) => {
+                let (finished, done) = oneshot::channel::<()>();
                 tokio::spawn(async move {
                     let outcome = match result.await {
                         Ok(Ok(resp)) => Ok(resp.data),
@@ -159,7 +189,17 @@ async fn run(
                     for (reply, result) in replies.into_iter().zip(split(outcome)) {
                         let _ = reply.send(result);
                     }
+                    let _ = finished.send(());
                 });
+                // This batch reaches openraft's core after the call above returns: hold the
+                // next one until an append finishes (normally this batch's), so the idle check
+                // above does not see the log idle before this batch's append has started. A
+                // batch that fails or ends without a local append (no longer leader) ends the
+                // wait too.
+                tokio::select! {
+                    _ = appends.wait_for(|c| c.1 > finished_before) => {}
+                    _ = done => {}
+                }
             }
         }
     }

@@ -98,6 +98,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let wal_dir = crate::raft::log_store::wal_dir(&member_dir);
     let log_store = LogStore::open(&wal_dir, backend.clone())
         .with_context(|| format!("opening the WAL in {}", wal_dir.display()))?;
+    let appends = log_store.appends();
     let sm = StateMachine::open(backend.clone(), member_dir.join("snap"))
         .context("opening the state machine")?;
     sm.auth()
@@ -126,7 +127,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cluster_id: identity.cluster_id,
         name: args.name.clone(),
         raft: raft.clone(),
-        batcher: batch::Batcher::start(raft.clone()),
+        batcher: batch::Batcher::start(raft.clone(), appends),
         read_rounds: read_index::ReadIndexRounds::new(raft.clone()),
         sm,
         peers: network.peers.clone(),
