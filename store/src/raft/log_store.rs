@@ -158,8 +158,8 @@ impl LogStore {
         // would pay the wait (the default is 1 ms). Batching happens above (`server/batch.rs`).
         config.wal.flush_batch_wait = Some(Duration::ZERO);
         // Entries are read back to apply them and to send them to followers soon after they
-        // are written; older ones are read from the file.
-        config.log_cache_capacity = Some(32 * 1024 * 1024);
+        // are written; older ones are read from the file. (The default keeps up to 1 GiB.)
+        config.log_cache_capacity = Some(4 * 1024 * 1024);
         let wal = RaftLog::open(Arc::new(config))?;
         let store = Self {
             wal: Arc::new(RwLock::new(wal)),
