@@ -61,40 +61,42 @@ impl KeyIndex {
         self.keys.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Rebuilds the index from the versions stored in `backend`.
+    /// Rebuilds the index from the versions stored in `backend`. This is start-up work for every
+    /// key stored, so a key's versions are compared encoded and only its first one is decoded.
     pub(crate) fn rebuild(&self, backend: &dyn Backend) -> Result<(), StorageError> {
-        let mut keys: BTreeMap<Box<[u8]>, Revisions> = BTreeMap::new();
-        let mut current: Option<(Vec<u8>, Revisions)> = None;
+        let corrupt = |raw: &[u8]| StorageError::Corrupt {
+            what: "key version",
+            detail: format!("{raw:?}"),
+        };
+        // Keys arrive in order, so the map is bulk-built from a sorted list.
+        let mut built: Vec<(Box<[u8]>, Revisions)> = Vec::new();
+        // The encoded key part (`keys::split_version`) of the last entry of `built`.
+        let mut prefix = Vec::new();
         for item in crate::storage::scan_prefix(backend, &[crate::storage::space::KV]) {
             let (raw_key, raw_val) = item?;
-            let (key, revision) =
-                keys::decode_version(&raw_key).ok_or_else(|| StorageError::Corrupt {
-                    what: "key version",
-                    detail: format!("{raw_key:?}"),
-                })?;
+            let (key_part, revision) =
+                keys::split_version(&raw_key).ok_or_else(|| corrupt(&raw_key))?;
             let entry = if Version::is_tombstone(&raw_val) {
                 -revision
             } else {
                 revision
             };
-            match &mut current {
-                Some((k, revs)) if *k == key => revs.push(entry),
+            match built.last_mut() {
+                Some((_, revs)) if key_part == prefix.as_slice() => revs.push(entry),
                 _ => {
-                    if let Some((k, revs)) = current.take() {
-                        keys.insert(k.into_boxed_slice(), revs);
-                    }
-                    current = Some((key, SmallVec::from_elem(entry, 1)));
+                    let (key, _) =
+                        keys::decode_version(&raw_key).ok_or_else(|| corrupt(&raw_key))?;
+                    prefix.clear();
+                    prefix.extend_from_slice(key_part);
+                    built.push((key.into_boxed_slice(), SmallVec::from_elem(entry, 1)));
                 }
             }
         }
-        if let Some((k, revs)) = current {
-            keys.insert(k.into_boxed_slice(), revs);
-        }
         // The engine yields the newest version of a key first; the index keeps them oldest first.
-        for revs in keys.values_mut() {
+        for (_, revs) in &mut built {
             revs.reverse();
         }
-        *self.write() = keys;
+        *self.write() = built.into_iter().collect();
         Ok(())
     }
 
@@ -212,6 +214,42 @@ mod tests {
         index.forget(b"k", 5);
         index.forget(b"k", 7);
         assert_eq!(index.len(), 0);
+    }
+
+    #[test]
+    fn rebuild_reads_every_version_and_tombstone_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = crate::storage::open(&dir.path().join("db")).unwrap();
+        let live = |value: &[u8]| Version {
+            create_revision: 2,
+            version: 1,
+            lease: 0,
+            value: value.to_vec(),
+            tombstone: false,
+        };
+        // "a\0" escapes its zero byte and sorts between "a" and "b".
+        for (key, revision, version) in [
+            (&b"a"[..], 2, live(b"1")),
+            (b"a", 5, live(b"2")),
+            (b"a", 7, Version::tombstone()),
+            (b"a\0", 3, live(b"x")),
+            (b"b", 4, live(b"y")),
+        ] {
+            backend
+                .insert(&keys::version(key, revision), &version.encode())
+                .unwrap();
+        }
+        let index = KeyIndex::default();
+        index.record(b"stale", 9, false);
+        index.rebuild(&backend).unwrap();
+        assert_eq!(index.len(), 3, "what was there before is replaced");
+        assert_eq!(index.get(b"a", 4), Some(2));
+        assert_eq!(index.get(b"a", 6), Some(5));
+        assert_eq!(index.get(b"a", 7), None);
+        assert_eq!(index.get(b"a\0", 3), Some(3));
+        let (found, count) = index.range(&KeyRange::new(b"a", b"\0"), 6, usize::MAX);
+        assert_eq!(count, 3);
+        assert_eq!(found[1], (b"a\0".to_vec(), 3));
     }
 
     #[test]
