@@ -8,6 +8,7 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 
+use super::index::Visible;
 use super::keys;
 use super::record::Version;
 use super::{Mvcc, MvccError, Result};
@@ -159,13 +160,17 @@ impl Mvcc {
         }
     }
 
-    /// Every live key-value in `range` at `revision`, in key order.
-    pub fn scan(&self, range: &KeyRange, revision: i64) -> Result<Vec<KeyValue>> {
-        let (visible, _) = self.index.range(range, revision, usize::MAX);
+    /// The stored versions the index named, in its order.
+    fn fetch_all(&self, visible: Visible) -> Result<Vec<KeyValue>> {
         visible
             .into_iter()
             .map(|(key, at)| self.fetch(key, at))
             .collect()
+    }
+
+    /// Every live key-value in `range` at `revision`, in key order.
+    pub fn scan(&self, range: &KeyRange, revision: i64) -> Result<Vec<KeyValue>> {
+        self.fetch_all(self.index.range(range, revision, usize::MAX).0)
     }
 
     /// Serves a RangeRequest at `revision` (already checked against compaction and the future).
@@ -213,10 +218,7 @@ impl Mvcc {
             let (visible, count) = self.index.range(&range, revision, keep);
             result.count = count as i64;
             result.more = limit > 0 && count > limit;
-            result.kvs = visible
-                .into_iter()
-                .map(|(key, at)| self.fetch(key, at))
-                .collect::<Result<_>>()?;
+            result.kvs = self.fetch_all(visible)?;
             if sort_after_limit {
                 result.kvs.sort_by(|a, b| sort_cmp(target, a, b));
                 result.kvs.truncate(limit);
