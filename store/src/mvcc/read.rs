@@ -7,6 +7,7 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
+use std::ops::Bound;
 
 use super::index::Visible;
 use super::keys;
@@ -62,7 +63,7 @@ impl KeyRange {
                 let before = |end: &Option<Vec<u8>>, start: &Vec<u8>| {
                     end.as_ref().is_some_and(|e| e <= start)
                 };
-                !(before(e1, s2) || before(e2, s1)) && !self.is_empty() && !other.is_empty()
+                !(before(e1, s2) || before(e2, s1) || self.is_empty() || other.is_empty())
             }
         }
     }
@@ -129,6 +130,17 @@ impl Ord for Ranked {
     }
 }
 
+/// Below this many versions, point reads cost less than setting up a scan.
+const SCAN_FROM: usize = 8;
+
+/// A stored version record of `key` at `revision` as the API returns it.
+fn decode(key: Vec<u8>, revision: i64, raw: &[u8]) -> Result<KeyValue> {
+    let v = Version::decode(raw).ok_or_else(|| {
+        MvccError::Storage(format!("corrupt record of {key:?} at revision {revision}"))
+    })?;
+    Ok(v.into_kv(key, revision))
+}
+
 fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
     (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
         && (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
@@ -146,10 +158,7 @@ impl Mvcc {
             .backend
             .get(&keys::version(&key, revision))?
             .ok_or(MvccError::Compacted)?;
-        let v = Version::decode(&raw).ok_or_else(|| {
-            MvccError::Storage(format!("corrupt record of {key:?} at revision {revision}"))
-        })?;
-        Ok(v.into_kv(key, revision))
+        decode(key, revision, &raw)
     }
 
     /// The version of `key` visible at `revision`, if the key is live there.
@@ -160,12 +169,57 @@ impl Mvcc {
         }
     }
 
-    /// The stored versions the index named, in its order.
+    /// The stored versions the index named, in its (key) order.
+    ///
+    /// Many are read with one engine scan from the first to the last: a scan steps through the
+    /// engine's leaf nodes, where a point read descends the tree and touches the page cache's
+    /// LRU for every key (about a third of a 500-key page's CPU time in profiles). Versions the
+    /// read does not want (history not yet compacted, newer writes) are stepped over; when there
+    /// are more of them than wanted ones, the rest are read point by point instead.
     fn fetch_all(&self, visible: Visible) -> Result<Vec<KeyValue>> {
-        visible
-            .into_iter()
-            .map(|(key, at)| self.fetch(key, at))
-            .collect()
+        let (Some(first), Some(last)) = (visible.first(), visible.last()) else {
+            return Ok(Vec::new());
+        };
+        if visible.len() < SCAN_FROM {
+            return visible
+                .into_iter()
+                .map(|(key, at)| self.fetch(key, at))
+                .collect();
+        }
+        let from = keys::version(&first.0, first.1);
+        let to = keys::after(&last.0);
+        let mut scan = self
+            .backend
+            .scan(Bound::Included(&from), Bound::Excluded(&to), false);
+        let mut unwanted_left = visible.len();
+        let mut out = Vec::with_capacity(visible.len());
+        let mut wanted = visible.into_iter();
+        while let Some((key, at)) = wanted.next() {
+            let target = keys::version(&key, at);
+            loop {
+                let Some(entry) = scan.next() else {
+                    return Err(MvccError::Compacted);
+                };
+                let (k, raw) = entry?;
+                match k[..].cmp(&target[..]) {
+                    CmpOrdering::Equal => {
+                        out.push(decode(key, at, &raw)?);
+                        break;
+                    }
+                    CmpOrdering::Less if unwanted_left > 0 => unwanted_left -= 1,
+                    CmpOrdering::Less => {
+                        out.push(self.fetch(key, at)?);
+                        for (key, at) in wanted {
+                            out.push(self.fetch(key, at)?);
+                        }
+                        return Ok(out);
+                    }
+                    // Past it: the compactor removed it since the index named it (see `fetch`).
+                    CmpOrdering::Greater => return Err(MvccError::Compacted),
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Every live key-value in `range` at `revision`, in key order.
