@@ -278,9 +278,9 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    /// A consistent point-in-time backup: the state machine is written (with no entry applied
-    /// meanwhile) to an unlinked scratch file, then streamed from it, so neither the apply lock
-    /// nor memory is held for the length of the transfer.
+    /// A consistent point-in-time backup: the state machine as of one applied state is written
+    /// to an unlinked scratch file (writes go on meanwhile, see `StateScan`), then streamed from
+    /// it, so neither compaction nor memory is held for the length of the transfer.
     async fn snapshot(
         &self,
         request: Request<SnapshotRequest>,

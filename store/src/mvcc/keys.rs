@@ -95,6 +95,15 @@ pub fn revision_entry(revision: i64, sub: u32) -> Vec<u8> {
     out
 }
 
+/// The revision a stored version or revision-index entry belongs to.
+pub fn revision_of(raw: &[u8]) -> Option<i64> {
+    match raw.first() {
+        Some(&space::KV) => split_version(raw).map(|(_, revision)| revision),
+        Some(&space::REVISIONS) => decode_revision_entry(raw).map(|(revision, _)| revision),
+        _ => None,
+    }
+}
+
 /// Splits a revision index key into revision and sub-revision.
 pub fn decode_revision_entry(raw: &[u8]) -> Option<(i64, u32)> {
     let body = raw.strip_prefix(&[space::REVISIONS])?;

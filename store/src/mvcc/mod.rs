@@ -10,6 +10,7 @@ mod compact;
 mod hash;
 mod index;
 mod keys;
+pub use keys::revision_of;
 mod read;
 mod record;
 mod txn;
@@ -123,7 +124,9 @@ impl Mvcc {
         self.compacted.load(Ordering::Acquire)
     }
 
-    fn compaction_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+    /// Holds compaction off: while held no stored version or revision-index entry is removed,
+    /// and no Compact entry can be applied. HashKV and state-machine scans read under it.
+    pub(crate) fn compaction_guard(&self) -> std::sync::MutexGuard<'_, ()> {
         // The guarded data is (), so a panic elsewhere leaves nothing inconsistent behind.
         self.compaction.lock().unwrap_or_else(|p| p.into_inner())
     }

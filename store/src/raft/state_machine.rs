@@ -3,7 +3,11 @@
 //! After each entry one record (`M state`) stores the applied log id together with the MVCC
 //! revisions, so after a crash the entry is either fully counted or re-applied from scratch (and
 //! re-applying writes exactly the same versions; see `mvcc::write`). Snapshots are a dump of the
-//! state-machine keyspaces taken under the apply lock, so they match their log id exactly.
+//! state-machine keyspaces as of one applied state (`scan`), so they match their log id exactly.
+
+mod scan;
+
+pub use scan::StateScan;
 
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -53,8 +57,8 @@ pub struct Inner {
     pub leases: Leases,
     pub lessor: Arc<Lessor>,
     state: Mutex<AppliedState>,
-    /// Held while an entry is applied and while a consistent view is read (Raft snapshots, the
-    /// Snapshot and Hash RPCs), so a reader never sees half an entry.
+    /// Held while an entry is applied and while a consistent view is read (the start of a
+    /// state-machine scan, the Hash RPC), so a reader never sees half an entry.
     apply_lock: Mutex<()>,
     alarms: crate::alarm::AlarmStore,
     auth: crate::auth::AuthStore,
@@ -352,20 +356,19 @@ impl StateMachine {
         ))
     }
 
-    /// Dumps the state-machine keyspaces (under the apply lock, so it matches `state`).
+    /// Dumps the state-machine keyspaces as of one applied state, which it returns.
     fn dump(&self) -> Result<(Vec<u8>, AppliedState), StorageError<NodeId>> {
-        let _apply = self.apply_guard();
-        let state = self.lock();
+        let scan = self.scan_state().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let state = scan.state.clone();
         let mut out = SNAPSHOT_MAGIC.to_vec();
-        for item in crate::storage::scan_spaces(self.inner.backend.as_ref(), &space::STATE_MACHINE)
-        {
+        for item in scan {
             let (k, v) = item.map_err(|e| sm_err(ErrorVerb::Read, e))?;
             out.extend_from_slice(&(k.len() as u32).to_be_bytes());
             out.extend_from_slice(&k);
             out.extend_from_slice(&(v.len() as u32).to_be_bytes());
             out.extend_from_slice(&v);
         }
-        Ok((out, state.clone()))
+        Ok((out, state))
     }
 
     /// The latest Raft snapshot: one file, its metadata first (u32 BE length, then the
@@ -630,6 +633,8 @@ impl StateMachine {
         let pairs =
             parse_dump(data).map_err(|e| sm_err(ErrorVerb::Read, std::io::Error::other(e)))?;
         let _apply = self.apply_guard();
+        // A state-machine scan (a snapshot being built) reads without the apply lock.
+        let _compaction = self.inner.mvcc.compaction_guard();
         let mut guard = self.lock();
         let backend = self.inner.backend.as_ref();
         let mut clear = Batch::default();

@@ -30,7 +30,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::raft::state_machine::StateMachine;
-use crate::storage::space;
 
 pub const MAGIC: &[u8] = b"CAIRN-SNAPSHOT-1\n";
 /// Length of the SHA-256 trailer.
@@ -133,28 +132,28 @@ impl<W: Write> Writer<W> {
     }
 }
 
-/// Writes the whole state machine as one consistent snapshot body into `out` (no entry is applied
-/// meanwhile). Returns the header, the body's digest and length.
+/// Writes the whole state machine as of one applied state into `out` as a snapshot body (writes
+/// go on meanwhile; see `StateScan`). Returns the header, the body's digest and length.
 pub fn write_state_machine<W: Write>(
     sm: &StateMachine,
     mut header: Header,
     out: W,
 ) -> Result<(W, Header, [u8; DIGEST_LEN], u64), SnapshotError> {
-    sm.consistent(|state, backend| {
-        header.revision = state.revision;
-        header.compact_revision = state.compacted;
-        if let Some(id) = &state.last_applied {
-            header.raft_index = id.index;
-            header.raft_term = id.leader_id.term;
-        }
-        let mut w = Writer::new(out, &header)?;
-        for item in crate::storage::scan_spaces(backend, &space::STATE_MACHINE) {
-            let (k, v) = item?;
-            w.pair(&k, &v)?;
-        }
-        let (out, digest, len) = w.finish()?;
-        Ok((out, header.clone(), digest, len))
-    })
+    let scan = sm.scan_state()?;
+    let state = &scan.state;
+    header.revision = state.revision;
+    header.compact_revision = state.compacted;
+    if let Some(id) = &state.last_applied {
+        header.raft_index = id.index;
+        header.raft_term = id.leader_id.term;
+    }
+    let mut w = Writer::new(out, &header)?;
+    for item in scan {
+        let (k, v) = item?;
+        w.pair(&k, &v)?;
+    }
+    let (out, digest, len) = w.finish()?;
+    Ok((out, header, digest, len))
 }
 
 /// A snapshot file opened for reading, its digest already verified (unless skipped).
