@@ -395,11 +395,13 @@ impl StateMachine {
         let raw_meta =
             codec::encode("snapshot meta", meta).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let len = u32::try_from(raw_meta.len()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let mut file = Vec::with_capacity(4 + raw_meta.len() + data.len());
-        file.extend_from_slice(&len.to_be_bytes());
-        file.extend_from_slice(&raw_meta);
-        file.extend_from_slice(data);
-        write_atomically(&self.snapshot_path(), &file).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        // Written piece by piece: a copy of the whole snapshot just to prepend the header would
+        // double the memory a snapshot build needs.
+        write_atomically(
+            &self.snapshot_path(),
+            &[&len.to_be_bytes(), &raw_meta, data],
+        )
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         for legacy in <[PathBuf; 2]>::from(self.legacy_snapshot_paths()) {
             match std::fs::remove_file(legacy) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -452,11 +454,14 @@ impl StateMachine {
     }
 }
 
-fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+/// Writes `parts` one after another to `path`, all or nothing, durably.
+fn write_atomically(path: &std::path::Path, parts: &[&[u8]]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
+    for part in parts {
+        f.write_all(part)?;
+    }
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
