@@ -14,8 +14,9 @@ use cairn_store::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_store::proto::etcdserverpb::request_op::Request as Op;
 use cairn_store::proto::etcdserverpb::{
     AlarmRequest, AlarmType, CompactionRequest, DefragmentRequest, DeleteRangeRequest,
-    HashKvRequest, HashKvResponse, LeaseGrantRequest, LeaseTimeToLiveRequest, PutRequest,
-    RangeRequest, RequestOp, SnapshotRequest, StatusRequest, StatusResponse, TxnRequest,
+    HashKvRequest, HashKvResponse, HashRequest, LeaseGrantRequest, LeaseTimeToLiveRequest,
+    PutRequest, RangeRequest, RequestOp, SnapshotRequest, StatusRequest, StatusResponse,
+    TxnRequest,
 };
 use sha2::{Digest, Sha256};
 use support::{cairn_bin, eventually, free_port, Cluster};
@@ -245,8 +246,22 @@ async fn hashkv_agrees_and_a_restored_snapshot_starts_a_new_cluster() {
             "HashKV at {rev} on {ep}"
         );
     }
-    // A compacted revision and a future one are refused with etcd's errors.
+    // Hash (the whole state machine, per member) is stable while nothing is written and moves
+    // with a write, answering at the revision it hashed.
     let mut m0 = maint(&eps[0]).await;
+    let whole = |r: tonic::Response<cairn_store::proto::etcdserverpb::HashResponse>| {
+        let r = r.into_inner();
+        (r.hash, r.header.map_or(0, |h| h.revision))
+    };
+    let h1 = whole(m0.hash(HashRequest {}).await.expect("hash"));
+    let h2 = whole(m0.hash(HashRequest {}).await.expect("hash"));
+    assert_eq!(h1, h2);
+    assert_eq!(h1.1, rev);
+    let after = put(&mut c, "d", b"5").await.unwrap();
+    let h3 = whole(m0.hash(HashRequest {}).await.expect("hash"));
+    assert_eq!(h3.1, after);
+    assert_ne!(h3.0, h1.0, "a write changes the state machine's hash");
+    // A compacted revision and a future one are refused with etcd's errors.
     let err = m0
         .hash_kv(HashKvRequest {
             revision: before_compact - 1,

@@ -18,7 +18,6 @@ use crate::proto::etcdserverpb::{
 use crate::raft::Command;
 use crate::server::node::Node;
 use crate::snapshot::{self, SnapshotError};
-use crate::storage::space;
 
 /// The etcd API version cairn speaks. kube-apiserver enables watch progress requests only for
 /// etcd >= 3.5.13, so this must stay at or above that; cairn's own version is in `--version`.
@@ -233,21 +232,22 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    /// CRC-32 of the whole state machine (every keyspace a Raft snapshot carries), taken with no
-    /// entry being applied. Like etcd's, it includes member metadata, so it is a per-member check.
+    /// CRC-32 of the whole state machine (every keyspace a Raft snapshot carries) as of one
+    /// applied state, read while writes go on (`StateScan`). Like etcd's, it includes member
+    /// metadata, so it is a per-member check.
     async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         super::auth::require_admin(&self.node, &request).await?;
         let sm = self.node.sm.clone();
         let (hash, revision) = blocking(move || {
-            sm.consistent(|state, backend| {
-                let mut crc = crc32fast::Hasher::new();
-                for item in crate::storage::scan_spaces(backend, &space::STATE_MACHINE) {
-                    let (k, v) = item.map_err(internal)?;
-                    crc.update(&k);
-                    crc.update(&v);
-                }
-                Ok((crc.finalize(), state.revision))
-            })
+            let scan = sm.scan_state().map_err(internal)?;
+            let revision = scan.state.revision;
+            let mut crc = crc32fast::Hasher::new();
+            for item in scan {
+                let (k, v) = item.map_err(internal)?;
+                crc.update(&k);
+                crc.update(&v);
+            }
+            Ok((crc.finalize(), revision))
         })
         .await?;
         Ok(Response::new(HashResponse {

@@ -57,8 +57,8 @@ pub struct Inner {
     pub leases: Leases,
     pub lessor: Arc<Lessor>,
     state: Mutex<AppliedState>,
-    /// Held while an entry is applied and while a consistent view is read (the start of a
-    /// state-machine scan, the Hash RPC), so a reader never sees half an entry.
+    /// Held while an entry is applied and while a state-machine scan starts (`scan`), so a
+    /// reader never sees half an entry.
     apply_lock: Mutex<()>,
     alarms: crate::alarm::AlarmStore,
     auth: crate::auth::AuthStore,
@@ -170,14 +170,6 @@ impl StateMachine {
             .apply_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs `read` with no entry being applied meanwhile: what it reads from the backend matches
-    /// the applied state it is given exactly. Writes wait for it, so keep it to one pass.
-    pub fn consistent<R>(&self, read: impl FnOnce(&AppliedState, &dyn Backend) -> R) -> R {
-        let _apply = self.apply_guard();
-        let state = self.lock().clone();
-        read(&state, self.inner.backend.as_ref())
     }
 
     /// Subscribes to the changes of every revision applied from now on.
