@@ -131,6 +131,15 @@ impl Mvcc {
         self.compaction.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `compaction_guard` if nothing holds it now (a compaction step, HashKV, another scan).
+    pub(crate) fn try_compaction_guard(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        match self.compaction.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     pub(crate) fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }

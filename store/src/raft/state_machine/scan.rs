@@ -35,13 +35,22 @@ impl StateMachine {
     /// while it runs; compaction and snapshot installs wait for it.
     pub fn scan_state(&self) -> Result<StateScan<'_>, StorageError> {
         let backend = self.inner.backend.as_ref();
-        let _apply = self.apply_guard();
+        let mvcc = &self.inner.mvcc;
+        // Both locks at once: with the compaction lock taken before the apply lock is released,
+        // nothing at or below the state's revision can be removed in between. While something
+        // else holds compaction off (HashKV, another scan), wait for it without the apply lock,
+        // or every write would wait too.
+        let (_apply, compaction) = loop {
+            let apply = self.apply_guard();
+            if let Some(compaction) = mvcc.try_compaction_guard() {
+                break (apply, compaction);
+            }
+            drop(apply);
+            drop(mvcc.compaction_guard());
+        };
         let state = self.lock().clone();
         let with_state =
             storage::scan_spaces(backend, &WITH_STATE).collect::<Result<Vec<_>, _>>()?;
-        // Taken before the apply lock is released: nothing at or below the state's revision can
-        // be removed between the two.
-        let compaction = self.inner.mvcc.compaction_guard();
         Ok(StateScan {
             state,
             with_state: with_state.into_iter(),
@@ -192,6 +201,37 @@ mod tests {
             .expect("the Compact was applied once the scan ended")
             .unwrap();
         assert_ne!(pairs(sm.scan_state().unwrap()), before);
+    }
+
+    /// A scan that has to wait for another (a backup running while a Raft snapshot starts) waits
+    /// without the apply lock, so writes go on meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scan_waiting_for_another_does_not_hold_writes_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(dir.path());
+        apply(&mut sm, 1, put("a", "1", 0)).await;
+        let first = sm.scan_state().unwrap();
+        let second_sm = sm.clone();
+        let second = std::thread::spawn(move || pairs(second_sm.scan_state().unwrap()));
+        // Nothing observable tells that the second scan is waiting: give its thread a moment to
+        // get there, so the writes below run while it waits.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut writer = sm.clone();
+        let writes = tokio::spawn(async move {
+            for i in 2..20 {
+                apply(&mut writer, i, put("a", &format!("{i}"), 0)).await;
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(20), writes)
+            .await
+            .expect("writes went on while a second scan waited")
+            .unwrap();
+        let first = pairs(first);
+        let second = second.join().unwrap();
+        assert_ne!(
+            first, second,
+            "the second scan reads the state it started at"
+        );
     }
 
     #[test]
