@@ -262,7 +262,7 @@ async fn etcdctl_lock_and_elect_behave_as_against_etcd() {
     let ep = cluster.members[0].endpoint();
     let cairn_lock = lock_scenario(&ep).await;
     let cairn_elect = elect_scenario(&ep).await;
-    let expected_lock = vec![
+    let expected_lock = [
         "a: job/<lease>",
         "a: \"\"",
         "a exit: Some(0) \"\"",

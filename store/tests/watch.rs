@@ -335,10 +335,13 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     }
 }
 
+/// One revision of a replayed history: its number, its events, the state after it.
+type Revision = (i64, Vec<Ev>, BTreeMap<Vec<u8>, Kv>);
+
 /// Replays the acknowledged writes in revision order: the state after each revision and the
 /// events of each revision, in the order etcd emits them (operation order; key order inside a
 /// range delete).
-fn replay(writes: &[Acked]) -> Vec<(i64, Vec<Ev>, BTreeMap<Vec<u8>, Kv>)> {
+fn replay(writes: &[Acked]) -> Vec<Revision> {
     let mut state: BTreeMap<Vec<u8>, Kv> = BTreeMap::new();
     let mut out = Vec::new();
     for w in writes {
@@ -527,13 +530,13 @@ impl Spec {
         o.with_filters(filters)
     }
 
-    fn expected(&self, start: i64, history: &[(i64, Vec<Ev>, BTreeMap<Vec<u8>, Kv>)]) -> Vec<Ev> {
+    fn expected(&self, start: i64, history: &[Revision]) -> Vec<Ev> {
         history
             .iter()
             .filter(|(rev, _, _)| *rev >= start)
             .flat_map(|(_, evs, _)| evs.iter())
             .filter(|e| in_range(&e.kv.key, &self.key, &self.end))
-            .filter(|e| !(e.put && self.no_put) && !(!e.put && self.no_delete))
+            .filter(|e| if e.put { !self.no_put } else { !self.no_delete })
             .map(|e| Ev {
                 prev: if self.prev_kv { e.prev.clone() } else { None },
                 ..e.clone()

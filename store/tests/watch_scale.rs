@@ -107,7 +107,7 @@ async fn ten_thousand_watchers_keep_working_under_load() {
     for _ in 0..CONNECTIONS {
         // One HTTP/2 connection carries several streams, as one etcd client does.
         let client = cairn_store::client::Client::connect(
-            &[ep.clone()],
+            std::slice::from_ref(&ep),
             &cairn_store::client::ConnectOptions::default(),
         )
         .await

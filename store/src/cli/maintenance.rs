@@ -307,11 +307,10 @@ impl Progress {
         }
         let total = self.total.max(done);
         let width = 30usize;
-        let filled = if total == 0 {
-            width
-        } else {
-            usize::try_from(done.saturating_mul(width as u64) / total).unwrap_or(width)
-        };
+        let filled = done
+            .saturating_mul(width as u64)
+            .checked_div(total)
+            .map_or(width, |f| usize::try_from(f).unwrap_or(width));
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,

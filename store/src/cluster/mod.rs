@@ -141,7 +141,7 @@ pub fn plan(
                     .iter()
                     .filter(|id| cfg.matched.contains_key(id))
                     .count();
-                if started < (cfg.voters.len() + 1) / 2 + 1 {
+                if started < cfg.voters.len().div_ceil(2) + 1 {
                     return Err(MembershipError::NotEnoughStarted);
                 }
                 Ok(Plan::AddVoter { id: new_id, member })

@@ -132,10 +132,8 @@ impl Mvcc {
     }
 
     fn check_put(&self, put: &PutRequest, revision: i64, leases: &dyn LeaseIndex) -> Result<()> {
-        if put.ignore_value || put.ignore_lease {
-            if self.get(&put.key, revision)?.is_none() {
-                return Err(MvccError::KeyNotFound);
-            }
+        if (put.ignore_value || put.ignore_lease) && self.get(&put.key, revision)?.is_none() {
+            return Err(MvccError::KeyNotFound);
         }
         if !put.ignore_lease && put.lease != 0 && !leases.lease_exists(put.lease)? {
             return Err(MvccError::LeaseNotFound);

@@ -14,6 +14,9 @@
 //! (applying is idempotent, see `state_machine.rs`), exactly like etcd replaying its WAL onto
 //! bbolt.
 
+// Errors are openraft's StorageError, as the storage traits this module implements return.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};

@@ -5,6 +5,9 @@
 //! re-applying writes exactly the same versions; see `mvcc::write`). Snapshots are a dump of the
 //! state-machine keyspaces as of one applied state (`scan`), so they match their log id exactly.
 
+// Errors are openraft's StorageError, as the storage traits this module implements return.
+#![allow(clippy::result_large_err)]
+
 mod scan;
 
 pub use scan::StateScan;
@@ -34,6 +37,11 @@ use crate::storage::{space, Backend, Batch};
 const STATE: &[u8] = b"Mstate";
 const MEMBER_PREFIX: &[u8] = b"Mmember/";
 const SNAPSHOT_MAGIC: &[u8] = b"CAIRNSNAP1\n";
+
+/// A saved Raft snapshot: its metadata and its data (a dump).
+type SavedSnapshot = (SnapshotMeta<NodeId, Member>, Vec<u8>);
+/// A key and its value in a dump.
+type DumpPair<'a> = (&'a [u8], &'a [u8]);
 
 /// Everything the state machine records about how far it got.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -127,7 +135,6 @@ impl StateMachine {
     /// log up to it; so a saved snapshot ahead of what the state machine applied means the
     /// rewrite did not complete, and the only way forward is to redo it (without this, the
     /// member restarted with its log purged past its snapshot and openraft refused to start).
-    #[allow(clippy::result_large_err)] // openraft's StorageError, like the trait's methods
     fn recover_interrupted_install(&self) -> Result<(), StorageError<NodeId>> {
         let Some((meta, data)) = self.read_snapshot()? else {
             return Ok(());
@@ -406,10 +413,7 @@ impl StateMachine {
     }
 
     /// The saved snapshot's metadata and data, if there is one.
-    #[allow(clippy::result_large_err)] // openraft's StorageError, like the trait's methods
-    fn read_snapshot(
-        &self,
-    ) -> Result<Option<(SnapshotMeta<NodeId, Member>, Vec<u8>)>, StorageError<NodeId>> {
+    fn read_snapshot(&self) -> Result<Option<SavedSnapshot>, StorageError<NodeId>> {
         let corrupt = |what: &str| {
             sm_err(
                 ErrorVerb::Read,
@@ -488,7 +492,7 @@ fn load_state(backend: &dyn Backend) -> Result<AppliedState, StorageError<NodeId
 }
 
 /// Parses a snapshot dump into its key-value pairs.
-fn parse_dump(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+fn parse_dump(data: &[u8]) -> Result<Vec<DumpPair<'_>>, String> {
     let mut rest = data
         .strip_prefix(SNAPSHOT_MAGIC)
         .ok_or("not a cairn snapshot")?;
@@ -621,7 +625,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 impl StateMachine {
     /// Replaces the state machine with a snapshot's contents.
-    #[allow(clippy::result_large_err)] // openraft's StorageError, like the trait's methods
     fn install_data(
         &self,
         meta: &SnapshotMeta<NodeId, Member>,
