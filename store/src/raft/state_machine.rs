@@ -688,7 +688,8 @@ mod tests {
     use super::*;
     use crate::storage::SledBackend;
 
-    fn open(dir: &std::path::Path) -> StateMachine {
+    /// A state machine in `dir` (also used by `scan`'s tests).
+    pub(super) fn open(dir: &std::path::Path) -> StateMachine {
         let backend = Arc::new(SledBackend::open(&dir.join("db")).unwrap());
         StateMachine::open(backend, dir.join("snap")).unwrap()
     }

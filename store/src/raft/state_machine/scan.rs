@@ -88,7 +88,6 @@ impl Iterator for StateScan<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use openraft::storage::RaftStateMachine;
@@ -96,13 +95,8 @@ mod tests {
 
     use super::*;
     use crate::proto::etcdserverpb::PutRequest;
+    use crate::raft::state_machine::tests::open;
     use crate::raft::{Command, Entry};
-    use crate::storage::SledBackend;
-
-    fn open(dir: &std::path::Path) -> StateMachine {
-        let backend = Arc::new(SledBackend::open(&dir.join("db")).unwrap());
-        StateMachine::open(backend, dir.join("snap")).unwrap()
-    }
 
     fn put(key: &str, value: &str, lease: i64) -> Command {
         Command::Put(PutRequest {
