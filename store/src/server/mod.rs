@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod compactor;
 pub mod config;
+pub mod conn;
 pub mod gateway;
 pub mod http;
 pub mod identity;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::transport::Server;
 
 use crate::api::auth::AuthService;
@@ -326,12 +328,11 @@ async fn watch_removal(node: Arc<Node>, stop: tokio::sync::watch::Sender<bool>) 
 /// peer's delayed ACK, about 40 ms, whenever more than one is in flight.
 fn incoming(
     listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
+) -> impl tokio_stream::Stream<Item = std::io::Result<conn::Unvectored<tokio::net::TcpStream>>> {
     TcpListenerStream::new(listener).map(|conn| {
         let conn = conn?;
         conn.set_nodelay(true)?;
-        Ok(conn)
+        Ok(conn::Unvectored(conn))
     })
 }
 
@@ -421,7 +422,10 @@ fn spawn_server(
     match tls {
         Some(tls) => servers.spawn(async move {
             router
-                .serve_with_incoming_shutdown(crate::tls::accept::incoming(listener, tls), stop)
+                .serve_with_incoming_shutdown(
+                    crate::tls::accept::incoming(listener, tls).map(|c| c.map(conn::Unvectored)),
+                    stop,
+                )
                 .await
         }),
         None => servers.spawn(async move {
