@@ -172,24 +172,48 @@ stop_pid() {
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
+# CPU time (user + system) of the given server pids, in clock ticks, and of this shell's
+# finished children (the bench client), in seconds: on a machine this small the client's share
+# of the CPUs bounds what a faster server can show.
+CLK_TCK=$(getconf CLK_TCK)
+server_ticks() {
+  local p t=0
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  echo "$t"
+}
+# Sets CHILDREN_CPU_S; `times` must run in this shell, not in a $(...) subshell.
+children_cpu() {
+  times >"$WORK/times"
+  CHILDREN_CPU_S=$(tail -1 "$WORK/times" | tr 'ms' '  ' | awk '{print $1 * 60 + $2 + $3 * 60 + $4}')
+}
+
 # ---------------------------------------------------------------------------------------------
 # Workloads
 
 CASE_NO=0
 # run_case CASE "ETCD_EPS" "CAIRN_EPS" BENCH-ARGS...: the same bench against both, alternating
-# which goes first.
+# which goes first. The servers measured are ETCD_PIDS_NOW / CAIRN_PIDS_NOW (their CPU time).
 run_case() {
-  local case=$1 e_eps=$2 c_eps=$3 order target eps
+  local case=$1 e_eps=$2 c_eps=$3 order target eps pids t0 t1 c0 c1
   shift 3
   CASE_NO=$((CASE_NO + 1))
   if ((CASE_NO % 2)); then order="etcd cairn"; else order="cairn etcd"; fi
   for target in $order; do
-    if [[ $target == etcd ]]; then eps=$e_eps; else eps=$c_eps; fi
+    if [[ $target == etcd ]]; then eps=$e_eps pids=$ETCD_PIDS_NOW; else eps=$c_eps pids=$CAIRN_PIDS_NOW; fi
     log "$case: $target"
     echo "cairn --endpoints <$target> bench $*" >>"$CMDS.raw"
-    "$CAIRN" --endpoints "$eps" bench "$@" --json --label "$target" 2>>"$WORK/bench-stderr.log" |
-      jq -c --arg case "$case" --arg target "$target" '. + {case: $case, target: $target}' >>"$RES" ||
+    # shellcheck disable=SC2086
+    t0=$(server_ticks $pids)
+    children_cpu; c0=$CHILDREN_CPU_S
+    "$CAIRN" --endpoints "$eps" bench "$@" --json --label "$target" 2>>"$WORK/bench-stderr.log" >"$WORK/run.json" ||
       log "$case on $target failed (see bench-stderr.log)"
+    # shellcheck disable=SC2086
+    t1=$(server_ticks $pids)
+    children_cpu; c1=$CHILDREN_CPU_S
+    [[ -s "$WORK/run.json" ]] && jq -c --arg case "$case" --arg target "$target" \
+      --argjson server "$(awk -v a="$t1" -v b="$t0" -v hz="$CLK_TCK" 'BEGIN {print (a - b) / hz}')" \
+      --argjson client "$(awk -v a="$c1" -v b="$c0" 'BEGIN {print a - b}')" \
+      '. + {case: $case, target: $target, server_cpu_s: $server, client_cpu_s: $client}' "$WORK/run.json" >>"$RES"
   done
 }
 
@@ -223,6 +247,7 @@ SUITE_START=$SECONDS
 log "starting single members"
 start_cluster etcd 1; E1=$CLUSTER_EPS; E1_PID=${CLUSTER_PIDS[0]}; E1_DIR=${CLUSTER_DIRS[0]}; E1_CMD=$(cat "${CLUSTER_CMDS[0]}")
 start_cluster cairn 1; C1=$CLUSTER_EPS; C1_PID=${CLUSTER_PIDS[0]}; C1_DIR=${CLUSTER_DIRS[0]}; C1_CMD=$(cat "${CLUSTER_CMDS[0]}")
+ETCD_PIDS_NOW=$E1_PID CAIRN_PIDS_NOW=$C1_PID
 single_suite "$E1" "$C1"
 misc rss_after_suite_kib etcd "$(rss_kib "$E1_PID")"
 misc rss_after_suite_kib cairn "$(rss_kib "$C1_PID")"
@@ -285,6 +310,7 @@ if [[ $CLUSTER -eq 1 ]]; then
   log "starting three-member clusters"
   start_cluster etcd 3; E3=$CLUSTER_EPS; E3_PIDS=("${CLUSTER_PIDS[@]}")
   start_cluster cairn 3; C3=$CLUSTER_EPS; C3_PIDS=("${CLUSTER_PIDS[@]}")
+  ETCD_PIDS_NOW="${E3_PIDS[*]}" CAIRN_PIDS_NOW="${C3_PIDS[*]}"
   cluster_suite "$E3" "$C3"
   for p in "${E3_PIDS[@]}"; do misc rss_3m_kib etcd "$(rss_kib "$p")"; done
   for p in "${C3_PIDS[@]}"; do misc rss_3m_kib cairn "$(rss_kib "$p")"; done
@@ -405,6 +431,18 @@ for case, by in runs.items():
                 if e:
                     rt, rp = fmt(ratio(row["ops_per_sec"], e["ops_per_sec"])), fmt(ratio(row["p99_ms"], e["p99_ms"]))
             L.append(f"| {case} | {op} | {target} | {row['ops_per_sec']:.0f} | {row['p50_ms']:.3f} | {row['p90_ms']:.3f} | {row['p99_ms']:.3f} | {row['p999_ms']:.3f} | {row['max_ms']:.3f} | {row['errors']} | {row['retries']} | {rt} | {rp} |")
+L.append("")
+L.append("## CPU per operation\n")
+L.append("CPU time (user + system) over the run divided by its operations: the servers' (three members summed on a cluster) and the bench client's, which shares the machine's $(nproc) CPUs; busy is both over what the CPUs could give. Where busy is near 100%, a server's throughput also depends on the client's share; where it is well under, the server waits (on fsync, or on its own pipeline) rather than computes.\n")
+L.append("| case | etcd server us/op | cairn server us/op | cairn/etcd | etcd client us/op | cairn client us/op | busy etcd | busy cairn |")
+L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+for case, by in runs.items():
+    e, c = by.get("etcd"), by.get("cairn")
+    if not e or not c or "server_cpu_s" not in e or "server_cpu_s" not in c or not e.get("ops") or not c.get("ops"):
+        continue
+    per = lambda r, k: 1e6 * r[k] / r["ops"]
+    busy = lambda r: 100 * (r["server_cpu_s"] + r["client_cpu_s"]) / ($(nproc) * r["seconds"])
+    L.append(f"| {case} | {per(e, 'server_cpu_s'):.1f} | {per(c, 'server_cpu_s'):.1f} | {fmt(ratio(per(c, 'server_cpu_s'), per(e, 'server_cpu_s')))} | {per(e, 'client_cpu_s'):.1f} | {per(c, 'client_cpu_s'):.1f} | {busy(e):.0f}% | {busy(c):.0f}% |")
 L.append("")
 L.append("## Resources\n")
 L.append("| measure | etcd | cairn | cairn/etcd |")
