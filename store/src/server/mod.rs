@@ -328,11 +328,11 @@ async fn watch_removal(node: Arc<Node>, stop: tokio::sync::watch::Sender<bool>) 
 /// peer's delayed ACK, about 40 ms, whenever more than one is in flight.
 fn incoming(
     listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<conn::Unvectored<tokio::net::TcpStream>>> {
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     TcpListenerStream::new(listener).map(|conn| {
         let conn = conn?;
         conn.set_nodelay(true)?;
-        Ok(conn::Unvectored(conn))
+        Ok(conn)
     })
 }
 
@@ -411,7 +411,8 @@ fn tls_for(
 
 type Servers = tokio::task::JoinSet<Result<(), tonic::transport::Error>>;
 
-/// Serves `router` on `listener`, through TLS handshakes when `tls` is given.
+/// Serves `router` on `listener`, through TLS handshakes when `tls` is given. Every connection
+/// is wrapped in `conn::Unvectored`, so small replies leave in one write.
 fn spawn_server(
     servers: &mut Servers,
     router: tonic::transport::server::Router,
@@ -430,7 +431,10 @@ fn spawn_server(
         }),
         None => servers.spawn(async move {
             router
-                .serve_with_incoming_shutdown(incoming(listener), stop)
+                .serve_with_incoming_shutdown(
+                    incoming(listener).map(|c| c.map(conn::Unvectored)),
+                    stop,
+                )
                 .await
         }),
     };
