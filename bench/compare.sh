@@ -210,10 +210,14 @@ run_case() {
     # shellcheck disable=SC2086
     t1=$(server_ticks $pids)
     children_cpu; c1=$CHILDREN_CPU_S
-    [[ -s "$WORK/run.json" ]] && jq -c --arg case "$case" --arg target "$target" \
-      --argjson server "$(awk -v a="$t1" -v b="$t0" -v hz="$CLK_TCK" 'BEGIN {print (a - b) / hz}')" \
-      --argjson client "$(awk -v a="$c1" -v b="$c0" 'BEGIN {print a - b}')" \
-      '. + {case: $case, target: $target, server_cpu_s: $server, client_cpu_s: $client}' "$WORK/run.json" >>"$RES"
+    # A failed run leaves no result; the comparison goes on with the next (`set -e` would stop
+    # it at a bare failed test).
+    if [[ -s "$WORK/run.json" ]]; then
+      jq -c --arg case "$case" --arg target "$target" \
+        --argjson server "$(awk -v a="$t1" -v b="$t0" -v hz="$CLK_TCK" 'BEGIN {print (a - b) / hz}')" \
+        --argjson client "$(awk -v a="$c1" -v b="$c0" 'BEGIN {print a - b}')" \
+        '. + {case: $case, target: $target, server_cpu_s: $server, client_cpu_s: $client}' "$WORK/run.json" >>"$RES"
+    fi
   done
 }
 
