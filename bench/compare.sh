@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Side-by-side comparison of cairn and etcd on this machine (issue 7).
 #
-# Starts etcd and cairn with the same durability (both defaults: every write fsynced before it
-# is acknowledged) on loopback, one member each and then three members each, runs the same
+# Starts etcd and cairn at their default durability on loopback, one member each and then three
+# members each, runs the same
 # `cairn bench` workloads against both alternately (the order flips every case, so drift in a
 # shared machine's load does not favour one side), then measures RSS, on-disk size after a churn
 # phase (write N keys, rewrite them, compact, defragment) and restart-to-serving time with those
 # N keys. Writes bench/RESULTS.md: cairn/etcd ratios against the issue's targets, the absolute
 # numbers, the machine and the exact commands.
+#
+# Durability is checked, not assumed: each server runs once with every fsync slowed by 200 ms
+# (strace fault injection) and answers single puts; one that acknowledges a write before its WAL
+# fsync answers at once. etcd 3.5.0-3.5.4 do that on a single member (etcd-io/etcd#14370, fixed
+# in 3.5.5 and 3.4.21), and PyPI only has 3.5.0 and 3.5.1. So the single-member write cases also
+# run against Debian's etcd 3.4 (it waits for its fsync), as `<case>/3.4`, when it is installed.
 #
 # Usage: bench/compare.sh [--keys N] [--duration 8s] [--no-cluster] [--out FILE] [--keep]
 #   --keys N       keys for the churn and restart phases (default 200000; the issue's restart
@@ -16,7 +22,8 @@
 #   --no-cluster   skip the three-member comparison
 #   --out FILE     where to write the results (default bench/RESULTS.md)
 #   --keep         keep the data directories and logs (printed at the end)
-# Environment: ETCD (path of the etcd binary to compare against), CARGO_TARGET_DIR.
+# Environment: ETCD (path of the etcd binary to compare against), ETCD_DURABLE (an etcd that
+#   waits for its fsync on a single member, default Debian's /usr/bin/etcd 3.4), CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,7 +40,7 @@ while [[ $# -gt 0 ]]; do
     --no-cluster) CLUSTER=0; shift ;;
     --out) OUT=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -100,7 +107,20 @@ ETCDCTL="$(dirname "$ETCD")/etcdctl"
 [[ -x "$ETCDCTL" ]] || ETCDCTL=$(command -v etcdctl)
 ETCD_VERSION=$(etcd_version "$ETCD")
 log "etcd $ETCD_VERSION at $ETCD"
+# The single-member reference that waits for its fsync (see the top of this file).
+# The default is used only when it is a 3.4 and not the etcd compared already.
+DURABLE_GIVEN=${ETCD_DURABLE:-}
+ETCD_DURABLE=${ETCD_DURABLE:-/usr/bin/etcd}
+if [[ -z $DURABLE_GIVEN && ( ! -x $ETCD_DURABLE || $ETCD_DURABLE -ef $ETCD ||
+  "$(etcd_version "$ETCD_DURABLE")" != 3.4.* ) ]]; then
+  ETCD_DURABLE=""
+fi
+if [[ -n $ETCD_DURABLE ]]; then
+  log "durable single-member reference: etcd $(etcd_version "$ETCD_DURABLE") at $ETCD_DURABLE"
+fi
 command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq >&2; }
+command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace >&2; } ||
+  log "no strace: the durability check is skipped"
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 log "building cairn (release)"
@@ -124,12 +144,16 @@ EOF
 # start_member KIND NAME DIR CLIENT_PORT PEER_PORT INITIAL_CLUSTER -> sets STARTED_PID
 start_member() {
   local kind=$1 name=$2 dir=$3 cport=$4 pport=$5 ic=$6 bin
-  if [[ $kind == etcd ]]; then bin=$ETCD; else bin="$CAIRN serve"; fi
+  case $kind in
+    etcd) bin=$ETCD ;;
+    etcd34) bin=$ETCD_DURABLE ;;
+    *) bin="$CAIRN serve" ;;
+  esac
   local cmd="$bin --name $name --data-dir $dir \
 --listen-client-urls http://127.0.0.1:$cport --advertise-client-urls http://127.0.0.1:$cport \
 --listen-peer-urls http://127.0.0.1:$pport --initial-advertise-peer-urls http://127.0.0.1:$pport \
 --initial-cluster $ic --initial-cluster-state new --log-level error"
-  [[ $kind == etcd ]] && cmd="$cmd --logger zap"
+  [[ $kind == etcd* ]] && cmd="$cmd --logger zap"
   # shellcheck disable=SC2086
   $cmd >>"$WORK/$name.log" 2>&1 &
   STARTED_PID=$!
@@ -246,7 +270,47 @@ cluster_suite() {
 
 misc() { jq -nc --arg k "$1" --arg t "$2" --arg v "$3" '{key: $k, target: $t, value: $v}' >>"$MISC"; }
 
+# ack_check KIND: does a single member of KIND (etcd, etcd34, cairn) acknowledge a write before
+# its WAL fsync? A fresh member gets every fsync and fdatasync slowed by 200 ms (strace fault
+# injection) and answers single puts 500 ms apart, so no put waits for an earlier one's fsync:
+# one that waits for its own answers in 200 ms or more, one that does not answers at once.
+ack_check() {
+  local kind=$1 ports pid tracer deadline p50 t
+  read -r -a ports <<<"$(free_ports 2)"
+  start_member "$kind" "ack-$kind" "$WORK/ack-$kind.data" "${ports[0]}" "${ports[1]}" \
+    "ack-$kind=http://127.0.0.1:${ports[1]}"
+  pid=$STARTED_PID
+  if wait_serving "127.0.0.1:${ports[0]}" 60; then
+    strace -f -qq -o /dev/null -e trace=fsync,fdatasync \
+      -e inject=fsync,fdatasync:delay_exit=200000 -p "$pid" 2>>"$WORK/strace.log" &
+    tracer=$!
+    # strace attaches to every thread before it lets them go on; wait until it has.
+    deadline=$((SECONDS + 10))
+    while grep -qs '^TracerPid:[[:space:]]*0$' /proc/"$pid"/task/*/status && ((SECONDS < deadline)); do
+      sleep 0.05
+    done
+    if kill -0 "$tracer" 2>/dev/null; then
+      p50=$("$CAIRN" --endpoints "127.0.0.1:${ports[0]}" bench put --clients 1 --conns 1 --total 8 \
+        --rate 2 --val-size 256 --json 2>>"$WORK/bench-stderr.log" | jq -r 'select(.p50_ms) | .p50_ms' | tail -1) || p50=""
+      [[ -n $p50 ]] && misc ack_p50_slow_fsync_ms "$kind" "$p50"
+    else
+      log "strace could not attach to $kind (see strace.log): durability not checked"
+    fi
+    kill "$tracer" 2>/dev/null || true
+    wait "$tracer" 2>/dev/null || true
+  fi
+  stop_pid "$pid"
+  return 0
+}
+
 SUITE_START=$SECONDS
+if command -v strace >/dev/null; then
+  echo "strace -f -e inject=fsync,fdatasync:delay_exit=200000 -p <member>; cairn bench put --clients 1 --conns 1 --total 8 --rate 2 --val-size 256   # durability check, fresh single members" >>"$CMDS.raw"
+  for kind in etcd ${ETCD_DURABLE:+etcd34} cairn; do
+    log "durability check: $kind"
+    ack_check "$kind"
+  done
+fi
 # --- one member each ---
 log "starting single members"
 start_cluster etcd 1; E1=$CLUSTER_EPS; E1_PID=${CLUSTER_PIDS[0]}; E1_DIR=${CLUSTER_DIRS[0]}; E1_CMD=$(cat "${CLUSTER_CMDS[0]}")
@@ -255,6 +319,17 @@ ETCD_PIDS_NOW=$E1_PID CAIRN_PIDS_NOW=$C1_PID
 single_suite "$E1" "$C1"
 misc rss_after_suite_kib etcd "$(rss_kib "$E1_PID")"
 misc rss_after_suite_kib cairn "$(rss_kib "$C1_PID")"
+
+# --- the single-member write cases against an etcd that waits for its fsync (see the top) ---
+if [[ -n $ETCD_DURABLE ]]; then
+  log "starting the durable single-member reference"
+  start_cluster etcd34 1; E34=$CLUSTER_EPS; E34_PID=${CLUSTER_PIDS[0]}
+  ETCD_PIDS_NOW=$E34_PID
+  run_case put-64/3.4 "$E34" "$C1" put --clients 64 --conns 8 --key-space-size 100000 --val-size 256 "${D[@]}"
+  run_case put-1/3.4 "$E34" "$C1" put --clients 1 --conns 1 --key-space-size 100000 --val-size 256 "${D[@]}"
+  run_case txn-put-16/3.4 "$E34" "$C1" txn-put --clients 16 --conns 4 --key-space-size 1000 --val-size 256 "${D[@]}"
+  stop_pid "$E34_PID"
+fi
 
 # --- churn: write N keys, rewrite them, compact to the head, defragment ---
 churn() {
@@ -397,6 +472,16 @@ lat("watch, 100 watchers: delivery p99", "watch-100", "p99_ms", 1, op="event")
 res("RSS after the suite (1 member)", "rss_after_suite_kib", 0.5, "MiB", 1/1024)
 res("on-disk size after churn", "disk_after_churn_bytes", 1.5, "MiB", 1/1048576)
 res("restart-to-serving, $KEYS keys", "restart_s", 1, "s")
+# The single-member write targets again, against an etcd that waits for its fsync.
+if "put-64/3.4" in runs:
+    tput("put, 64 clients, 1 member, vs etcd 3.4 (waits for fsync)", "put-64/3.4", 2)
+    lat("put, 1 client, 1 member: p50, vs etcd 3.4 (waits for fsync)", "put-1/3.4", "p50_ms", 1)
+    tput("txn-put, 16 clients, vs etcd 3.4 (waits for fsync)", "txn-put-16/3.4", 1.5)
+
+ack = misc.get("ack_p50_slow_fsync_ms", {})
+ack_names = {"etcd": "etcd $ETCD_VERSION", "etcd34": "etcd $( [[ -n $ETCD_DURABLE ]] && etcd_version "$ETCD_DURABLE")", "cairn": "cairn"}
+def waits(kind):
+    return "yes" if float(ack[kind]) >= 180 else "**no**: acknowledges before its WAL fsync"
 
 L = []
 L.append("# cairn vs etcd: side-by-side results (issue 7)\n")
@@ -405,8 +490,13 @@ L.append("| | |\n|---|---|")
 L.append("| date | $(date -u '+%Y-%m-%d %H:%M UTC') |")
 L.append("| cairn | \`$CAIRN_REV\` (release build) |")
 L.append("| etcd | $ETCD_VERSION (\`$ETCD\`) |")
+if "put-64/3.4" in runs:
+    L.append("| etcd, durable single member | $( [[ -n $ETCD_DURABLE ]] && etcd_version "$ETCD_DURABLE") (\`$ETCD_DURABLE\`), for the \`/3.4\` cases |")
 L.append("| machine | $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//' | tr -d '|')), $(free -g | awk '/^Mem:/ {print $2}') GiB memory, Linux $(uname -r) |")
-L.append("| durability | both at their defaults: every acknowledged write fsynced (etcd: WAL fsync per batch; cairn: Raft log fsync per append) |")
+if ack:
+    L.append("| durability | both at their defaults; whether a single member acknowledges a write only after its WAL fsync: " + ", ".join(f"{ack_names[k]} {waits(k).replace('**', '').split(':')[0]}" for k in ack) + " (see Durability check) |")
+else:
+    L.append("| durability | both at their defaults (not checked: no strace) |")
 L.append("| run | \`bench/compare.sh $ARGS_GIVEN\`, ${ELAPSED}s; each case runs against etcd and cairn back to back, the order flipping every case |")
 L.append("")
 L.append("## Targets (cairn / etcd)\n")
@@ -415,6 +505,14 @@ L.append("|---|---|---:|---:|---:|---|---|")
 for t in targets:
     L.append(f"| {t[0]} | {t[1]} | {t[2]} | {t[3]} | {fmt(t[4])} | {t[5]} | {t[6]} |")
 L.append("")
+if ack:
+    L.append("## Durability check\n")
+    L.append("A fresh single member of each, every fsync and fdatasync slowed by 200 ms (strace fault injection), single puts 500 ms apart: a server that waits for its WAL fsync before acknowledging answers in 200 ms or more. On three members etcd's leader also overlaps its own fsync with the followers', but a majority has the write on disk before it is acknowledged, as Raft allows; so only the single-member cases are affected.\n")
+    L.append("| server | put p50 with slow fsync (ms) | waits for its fsync |")
+    L.append("|---|---:|---|")
+    for k in ack:
+        L.append(f"| {ack_names[k]} | {float(ack[k]):.1f} | {waits(k)} |")
+    L.append("")
 L.append("## Every workload\n")
 L.append("ops/s is throughput over the whole run; latencies in ms (HDR histogram, per operation; for \`watch\` the \`event\` row is put -> delivery per watcher, for \`list\` one op is a whole paged list).\n")
 L.append("| case | op | target | ops/s | p50 | p90 | p99 | p99.9 | max | errors | retries | cairn/etcd ops/s | cairn/etcd p99 |")
