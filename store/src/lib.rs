@@ -21,6 +21,7 @@ pub mod server;
 pub mod snapshot;
 pub mod storage;
 pub mod tls;
+pub mod wal;
 pub mod watch;
 
 /// A crash point for the fault-injection suite: a no-op unless the store is built with

@@ -279,7 +279,17 @@ async fn grow_1_3_5_and_shrink_to_3_under_a_writer() {
         .await;
         let last = *acked.lock().unwrap().iter().next_back().unwrap();
         caught_up(&cluster.members[idx], &format!("g/{last:06}"), "v").await;
-        c.member_list().await.unwrap();
+        // Started, in etcd's words: it has published its name, which the next member's
+        // --initial-cluster needs (etcdctl prints `=<url>` for a member that has not).
+        let name = format!("m{i}");
+        eventually(Duration::from_secs(30), "the member to publish its name", || {
+            let (mut c, name) = (c.clone(), name.clone());
+            async move {
+                let list = c.member_list().await.ok()?;
+                list.members().iter().any(|m| m.id() == id && m.name() == name).then_some(())
+            }
+        })
+        .await;
     }
     let mut c = connect(&cluster.endpoints()).await.unwrap();
     assert_eq!(c.member_list().await.unwrap().members().len(), 5);
