@@ -11,7 +11,6 @@ pub mod network;
 pub mod state_machine;
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +41,9 @@ openraft::declare_raft_types!(
         R = CommandResult,
         NodeId = NodeId,
         Node = Member,
+        // Raft snapshots are files, written, sent and installed as streams
+        // (`state_machine/snapshot_file.rs`).
+        SnapshotData = tokio::fs::File,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

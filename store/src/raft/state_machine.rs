@@ -9,10 +9,10 @@
 #![allow(clippy::result_large_err)]
 
 mod scan;
+mod snapshot_file;
 
 pub use scan::StateScan;
 
-use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -36,12 +36,6 @@ use crate::storage::{space, Backend, Batch};
 
 const STATE: &[u8] = b"Mstate";
 const MEMBER_PREFIX: &[u8] = b"Mmember/";
-const SNAPSHOT_MAGIC: &[u8] = b"CAIRNSNAP1\n";
-
-/// A saved Raft snapshot: its metadata and its data (a dump).
-type SavedSnapshot = (SnapshotMeta<NodeId, Member>, Vec<u8>);
-/// A key and its value in a dump.
-type DumpPair<'a> = (&'a [u8], &'a [u8]);
 
 /// Everything the state machine records about how far it got.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -101,6 +95,7 @@ impl StateMachine {
         snapshot_dir: PathBuf,
     ) -> Result<Self, StorageError<NodeId>> {
         std::fs::create_dir_all(&snapshot_dir).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        snapshot_file::convert_legacy(&snapshot_dir).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let state = load_state(backend.as_ref())?;
         let mvcc = Mvcc::new(backend.clone(), state.revision, state.compacted)
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
@@ -136,14 +131,16 @@ impl StateMachine {
     /// rewrite did not complete, and the only way forward is to redo it (without this, the
     /// member restarted with its log purged past its snapshot and openraft refused to start).
     fn recover_interrupted_install(&self) -> Result<(), StorageError<NodeId>> {
-        let Some((meta, data)) = self.read_snapshot()? else {
+        let saved = snapshot_file::open(&self.inner.snapshot_dir)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let Some((meta, file)) = saved else {
             return Ok(());
         };
         if meta.last_log_id <= self.lock().last_applied {
             return Ok(());
         }
         tracing::warn!(snapshot = %meta.snapshot_id, "redoing an interrupted raft snapshot install");
-        self.install_data(&meta, &data)
+        self.install_data(&meta, file)
     }
 
     pub fn mvcc(&self) -> &Arc<Mvcc> {
@@ -354,116 +351,6 @@ impl StateMachine {
             outcome.changes,
         ))
     }
-
-    /// Dumps the state-machine keyspaces as of one applied state, which it returns.
-    fn dump(&self) -> Result<(Vec<u8>, AppliedState), StorageError<NodeId>> {
-        let scan = self.scan_state().map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        let state = scan.state.clone();
-        let mut out = SNAPSHOT_MAGIC.to_vec();
-        for item in scan {
-            let (k, v) = item.map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            out.extend_from_slice(&k);
-            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            out.extend_from_slice(&v);
-        }
-        Ok((out, state))
-    }
-
-    /// The latest Raft snapshot: one file, its metadata first (u32 BE length, then the
-    /// metadata), so a crash can never pair one snapshot's data with another's metadata (a
-    /// follower sent such a pair would re-apply entries the data already holds).
-    fn snapshot_path(&self) -> PathBuf {
-        self.inner.snapshot_dir.join("current.snapshot")
-    }
-
-    /// Where data dirs written before the single file kept their snapshot: data and metadata
-    /// in two files, each replaced atomically but not together.
-    fn legacy_snapshot_paths(&self) -> (PathBuf, PathBuf) {
-        (
-            self.inner.snapshot_dir.join("current.snap"),
-            self.inner.snapshot_dir.join("current.meta"),
-        )
-    }
-
-    fn save_snapshot(
-        &self,
-        meta: &SnapshotMeta<NodeId, Member>,
-        data: &[u8],
-    ) -> Result<(), StorageError<NodeId>> {
-        let raw_meta =
-            codec::encode("snapshot meta", meta).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let len = u32::try_from(raw_meta.len()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        // Written piece by piece: a copy of the whole snapshot just to prepend the header would
-        // double the memory a snapshot build needs.
-        write_atomically(
-            &self.snapshot_path(),
-            &[&len.to_be_bytes(), &raw_meta, data],
-        )
-        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        for legacy in <[PathBuf; 2]>::from(self.legacy_snapshot_paths()) {
-            match std::fs::remove_file(legacy) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(sm_err(ErrorVerb::Write, e))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// The saved snapshot's metadata and data, if there is one.
-    fn read_snapshot(&self) -> Result<Option<SavedSnapshot>, StorageError<NodeId>> {
-        let corrupt = |what: &str| {
-            sm_err(
-                ErrorVerb::Read,
-                std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
-            )
-        };
-        let (raw_meta, data) = match std::fs::read(self.snapshot_path()) {
-            Ok(mut file) => {
-                let len = file
-                    .get(..4)
-                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                    .map(|b| u32::from_be_bytes(b) as usize)
-                    .ok_or_else(|| corrupt("snapshot file shorter than its header"))?;
-                if file.len() < 4 + len {
-                    return Err(corrupt("snapshot file shorter than its metadata"));
-                }
-                // The metadata is small; the data stays in the buffer it was read into.
-                let raw_meta = file[4..4 + len].to_vec();
-                file.drain(..4 + len);
-                (raw_meta, file)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let (snap, meta_path) = self.legacy_snapshot_paths();
-                match (std::fs::read(&snap), std::fs::read(&meta_path)) {
-                    (Ok(data), Ok(raw_meta)) => (raw_meta, data),
-                    _ => return Ok(None),
-                }
-            }
-            Err(e) => return Err(sm_err(ErrorVerb::Read, e)),
-        };
-        let meta =
-            codec::decode("snapshot meta", &raw_meta).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        Ok(Some((meta, data)))
-    }
-}
-
-/// Writes `parts` one after another to `path`, all or nothing, durably.
-fn write_atomically(path: &std::path::Path, parts: &[&[u8]]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    for part in parts {
-        f.write_all(part)?;
-    }
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// The state-machine record of a data dir restored from a backup (`cairn snapshot restore`):
@@ -491,44 +378,12 @@ fn load_state(backend: &dyn Backend) -> Result<AppliedState, StorageError<NodeId
     }
 }
 
-/// Parses a snapshot dump into its key-value pairs.
-fn parse_dump(data: &[u8]) -> Result<Vec<DumpPair<'_>>, String> {
-    let mut rest = data
-        .strip_prefix(SNAPSHOT_MAGIC)
-        .ok_or("not a cairn snapshot")?;
-    let mut pairs = Vec::new();
-    let take = |rest: &mut &[u8]| -> Result<usize, String> {
-        if rest.len() < 4 {
-            return Err("truncated snapshot".into());
-        }
-        let (len, tail) = rest.split_at(4);
-        *rest = tail;
-        Ok(u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize)
-    };
-    while !rest.is_empty() {
-        let klen = take(&mut rest)?;
-        if rest.len() < klen {
-            return Err("truncated snapshot key".into());
-        }
-        let (k, tail) = rest.split_at(klen);
-        rest = tail;
-        let vlen = take(&mut rest)?;
-        if rest.len() < vlen {
-            return Err("truncated snapshot value".into());
-        }
-        let (v, tail) = rest.split_at(vlen);
-        rest = tail;
-        pairs.push((k, v));
-    }
-    Ok(pairs)
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let this = self.clone();
-        let (data, state) = tokio::task::spawn_blocking(move || this.dump())
-            .await
-            .map_err(|e| sm_err(ErrorVerb::Read, e))??;
+impl StateMachine {
+    /// Writes a Raft snapshot of the state machine as of its current applied state into the
+    /// snapshot file, streaming it from a scan (writes go on meanwhile); returns its metadata.
+    fn write_snapshot(&self) -> Result<(snapshot_file::Meta, u64), StorageError<NodeId>> {
+        let scan = self.scan_state().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let state = scan.state.clone();
         let snapshot_id = match &state.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, state.revision),
             None => format!("0-0-{}", state.revision),
@@ -538,12 +393,36 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: state.membership.clone(),
             snapshot_id,
         };
-        self.save_snapshot(&meta, &data)?;
-        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built raft snapshot");
-        Ok(Snapshot {
+        let pairs = scan.map(|p| p.map_err(std::io::Error::other));
+        let path = snapshot_file::path(&self.inner.snapshot_dir);
+        let size = snapshot_file::write(&path, &meta, pairs)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        Ok((meta, size))
+    }
+
+    fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let saved = snapshot_file::open(&self.inner.snapshot_dir)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        Ok(saved.map(|(meta, file)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let this = self.clone();
+        let (meta, size) = tokio::task::spawn_blocking(move || this.write_snapshot())
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Read, e))??;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = size, "built raft snapshot");
+        self.current_snapshot()?
+            .filter(|s| s.meta == meta)
+            .ok_or_else(|| {
+                let e = std::io::Error::other("the snapshot just built was replaced");
+                sm_err(ErrorVerb::Read, e)
+            })
     }
 }
 
@@ -592,20 +471,51 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    ) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        let path = snapshot_file::incoming_path(&self.inner.snapshot_dir);
+        // Read back at install, to check what arrived.
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<NodeId>> {
-        let data = snapshot.into_inner();
-        // Saved first: a crash while the state machine is being rewritten is then finished at
-        // the next start (`recover_interrupted_install`).
-        self.save_snapshot(meta, &data)?;
-        self.install_data(meta, &data)?;
+        use tokio::io::AsyncWriteExt;
+        let mut received = *snapshot;
+        received
+            .flush()
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let mut received = received.into_std().await;
+        let dir = self.inner.snapshot_dir.clone();
+        let verify = |file: &mut std::fs::File| -> std::io::Result<()> {
+            file.sync_all()?;
+            // The file is the leader's snapshot file, its metadata included.
+            let (sent, _) = snapshot_file::read_meta(file)?;
+            if sent.snapshot_id != meta.snapshot_id || sent.last_log_id != meta.last_log_id {
+                return Err(std::io::Error::other(format!(
+                    "received snapshot {} holds snapshot {}",
+                    meta.snapshot_id, sent.snapshot_id
+                )));
+            }
+            // Saved first: a crash while the state machine is being rewritten is then
+            // finished at the next start (`recover_interrupted_install`).
+            let path = snapshot_file::path(&dir);
+            std::fs::rename(snapshot_file::incoming_path(&dir), &path)?;
+            snapshot_file::sync_parent(&path)
+        };
+        verify(&mut received).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.install_data(meta, received)?;
         tracing::info!(snapshot = %meta.snapshot_id, "installed raft snapshot");
         Ok(())
     }
@@ -613,13 +523,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let Some((meta, data)) = self.read_snapshot()? else {
-            return Ok(None);
-        };
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        self.current_snapshot()
     }
 }
 
@@ -628,10 +532,9 @@ impl StateMachine {
     fn install_data(
         &self,
         meta: &SnapshotMeta<NodeId, Member>,
-        data: &[u8],
+        file: std::fs::File,
     ) -> Result<(), StorageError<NodeId>> {
-        let pairs =
-            parse_dump(data).map_err(|e| sm_err(ErrorVerb::Read, std::io::Error::other(e)))?;
+        let pairs = snapshot_file::pairs(file).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         let _apply = self.apply_guard();
         // A state-machine scan (a snapshot being built) reads without the apply lock.
         let _compaction = self.inner.mvcc.compaction_guard();
@@ -646,8 +549,9 @@ impl StateMachine {
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         crate::crash_point!("raft::snapshot::install");
         let mut batch = Batch::default();
-        for (k, v) in pairs {
-            batch.put(k.to_vec(), v.to_vec());
+        for pair in pairs {
+            let (k, v) = pair.map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            batch.put(k, v);
             if batch.len() >= 10_000 {
                 backend
                     .write(std::mem::take(&mut batch))
@@ -694,40 +598,93 @@ mod tests {
         StateMachine::open(backend, dir.join("snap")).unwrap()
     }
 
-    fn meta(id: &str) -> SnapshotMeta<NodeId, Member> {
-        SnapshotMeta {
-            snapshot_id: id.into(),
+    fn put(key: &str, value: &str) -> crate::raft::Command {
+        crate::raft::Command::Put(crate::proto::etcdserverpb::PutRequest {
+            key: key.into(),
+            value: value.into(),
             ..Default::default()
-        }
+        })
     }
 
-    /// Metadata and data are one file: what is read back is always a matching pair, and the
-    /// two files of older data dirs are read, then replaced by the next save.
-    #[test]
-    fn snapshot_file_pairs_metadata_and_data() {
-        let dir = tempfile::tempdir().unwrap();
-        let sm = open(dir.path());
-        assert!(sm.read_snapshot().unwrap().is_none());
+    async fn apply(sm: &mut StateMachine, index: u64, cmd: crate::raft::Command) {
+        let entry = Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(cmd),
+        };
+        sm.apply([entry]).await.unwrap();
+    }
 
-        let (legacy_data, legacy_meta) = sm.legacy_snapshot_paths();
-        std::fs::write(&legacy_data, b"old data").unwrap();
-        std::fs::write(&legacy_meta, codec::encode("m", &meta("old")).unwrap()).unwrap();
-        let (m, data) = sm.read_snapshot().unwrap().unwrap();
+    fn dump(sm: &StateMachine) -> Vec<crate::storage::Pair> {
+        sm.scan_state().unwrap().map(Result::unwrap).collect()
+    }
+
+    /// What openraft does to catch a follower up: the leader's snapshot file is sent byte by
+    /// byte into the follower's `begin_receiving_snapshot` file, then installed; the follower
+    /// ends with exactly the leader's state machine and keeps the file as its own snapshot.
+    #[tokio::test]
+    async fn a_snapshot_streams_from_one_member_to_another() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut leader = open(a_dir.path());
+        for i in 0..500u64 {
+            let value = "v".repeat(i as usize % 90);
+            apply(&mut leader, i + 1, put(&format!("k{}", i % 200), &value)).await;
+        }
+        let built = leader.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(500));
+
+        let mut follower = open(b_dir.path());
+        apply(&mut follower, 1, put("only-here", "gone after the install")).await;
+        let mut sent = leader.get_current_snapshot().await.unwrap().unwrap();
+        let mut bytes = Vec::new();
+        sent.snapshot.read_to_end(&mut bytes).await.unwrap();
+        let mut receiving = follower.begin_receiving_snapshot().await.unwrap();
+        for chunk in bytes.chunks(4096) {
+            receiving.write_all(chunk).await.unwrap();
+        }
+        follower.install_snapshot(&sent.meta, receiving).await.unwrap();
+
+        assert_eq!(dump(&follower), dump(&leader));
         assert_eq!(
-            (m.snapshot_id.as_str(), data.as_slice()),
-            ("old", &b"old data"[..])
+            follower.applied_state().revision,
+            leader.applied_state().revision
         );
+        let kept = follower.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(kept.meta, sent.meta);
+        assert!(!snapshot_file::incoming_path(&b_dir.path().join("snap")).exists());
 
-        sm.save_snapshot(&meta("new"), b"new data").unwrap();
-        assert!(!legacy_data.exists() && !legacy_meta.exists());
-        let (m, data) = sm.read_snapshot().unwrap().unwrap();
+        // A received file that is not the snapshot the leader announced is refused.
+        let mut other = sent.meta.clone();
+        other.snapshot_id = "someone-else".into();
+        let mut receiving = follower.begin_receiving_snapshot().await.unwrap();
+        receiving.write_all(&bytes).await.unwrap();
+        assert!(follower.install_snapshot(&other, receiving).await.is_err());
+    }
+
+    /// A snapshot saved but not (fully) installed when the member stopped is installed at the
+    /// next start.
+    #[tokio::test]
+    async fn an_interrupted_install_is_finished_at_start() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut leader = open(a_dir.path());
+        for i in 0..50u64 {
+            apply(&mut leader, i + 1, put(&format!("k{i}"), "v")).await;
+        }
+        leader.build_snapshot().await.unwrap();
+        // The follower had saved the leader's snapshot file, then stopped before rewriting
+        // its state machine.
+        let b_snap = b_dir.path().join("snap");
+        std::fs::create_dir_all(&b_snap).unwrap();
+        std::fs::copy(
+            snapshot_file::path(&a_dir.path().join("snap")),
+            snapshot_file::path(&b_snap),
+        )
+        .unwrap();
+        let follower = open(b_dir.path());
+        assert_eq!(dump(&follower), dump(&leader));
         assert_eq!(
-            (m.snapshot_id.as_str(), data.as_slice()),
-            ("new", &b"new data"[..])
+            follower.applied_state().last_applied.map(|l| l.index),
+            Some(50)
         );
-
-        // A torn file is an error, not a snapshot.
-        std::fs::write(sm.snapshot_path(), [0u8, 0, 1]).unwrap();
-        assert!(sm.read_snapshot().is_err());
     }
 }
