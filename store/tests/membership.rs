@@ -271,7 +271,7 @@ async fn grow_1_3_5_and_shrink_to_3_under_a_writer() {
         let (idx, id) = add_member(&mut cluster, &format!("m{i}"), true).await;
         *endpoints.lock().unwrap() = cluster.endpoints();
         writes(10).await;
-        let mut c = connect(&cluster.endpoints()[..1]).await.unwrap();
+        let c = connect(&cluster.endpoints()[..1]).await.unwrap();
         eventually(Duration::from_secs(30), "promote the learner", || {
             let mut c = c.clone();
             async move { c.member_promote(id).await.ok().map(|_| ()) }
@@ -282,13 +282,20 @@ async fn grow_1_3_5_and_shrink_to_3_under_a_writer() {
         // Started, in etcd's words: it has published its name, which the next member's
         // --initial-cluster needs (etcdctl prints `=<url>` for a member that has not).
         let name = format!("m{i}");
-        eventually(Duration::from_secs(30), "the member to publish its name", || {
-            let (mut c, name) = (c.clone(), name.clone());
-            async move {
-                let list = c.member_list().await.ok()?;
-                list.members().iter().any(|m| m.id() == id && m.name() == name).then_some(())
-            }
-        })
+        eventually(
+            Duration::from_secs(30),
+            "the member to publish its name",
+            || {
+                let (mut c, name) = (c.clone(), name.clone());
+                async move {
+                    let list = c.member_list().await.ok()?;
+                    list.members()
+                        .iter()
+                        .any(|m| m.id() == id && m.name() == name)
+                        .then_some(())
+                }
+            },
+        )
         .await;
     }
     let mut c = connect(&cluster.endpoints()).await.unwrap();

@@ -395,8 +395,8 @@ impl StateMachine {
         };
         let pairs = scan.map(|p| p.map_err(std::io::Error::other));
         let path = snapshot_file::path(&self.inner.snapshot_dir);
-        let size = snapshot_file::write(&path, &meta, pairs)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let size =
+            snapshot_file::write(&path, &meta, pairs).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         Ok((meta, size))
     }
 
@@ -642,7 +642,10 @@ mod tests {
         for chunk in bytes.chunks(4096) {
             receiving.write_all(chunk).await.unwrap();
         }
-        follower.install_snapshot(&sent.meta, receiving).await.unwrap();
+        follower
+            .install_snapshot(&sent.meta, receiving)
+            .await
+            .unwrap();
 
         assert_eq!(dump(&follower), dump(&leader));
         assert_eq!(

@@ -431,6 +431,9 @@ mod tests {
         assert_eq!(decode(&[], 0), Ok(None));
         assert_eq!(decode(&[0, 1], 0), Err(DecodeError::Truncated));
         // A length promising more than is there.
-        assert_eq!(decode(&[9, 0, 0, 0, 1, 2, 3], 0), Err(DecodeError::Truncated));
+        assert_eq!(
+            decode(&[9, 0, 0, 0, 1, 2, 3], 0),
+            Err(DecodeError::Truncated)
+        );
     }
 }

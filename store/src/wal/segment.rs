@@ -215,7 +215,10 @@ mod tests {
         let mut buf = Vec::new();
         let mut crc = chain_seed(3);
         let mut want = Vec::new();
-        for (i, size) in [10usize, 3 << 20, 7, (1 << 20) - 20, 1].into_iter().enumerate() {
+        for (i, size) in [10usize, 3 << 20, 7, (1 << 20) - 20, 1]
+            .into_iter()
+            .enumerate()
+        {
             let rec = Record::Entry(
                 LogPos {
                     term: 1,
@@ -236,10 +239,7 @@ mod tests {
 
         // Damage past the end is found, and zeroed.
         f.write_all_at(b"stale", 6 << 20).unwrap();
-        assert_eq!(
-            last_nonzero_end(&mut f, got.end).unwrap(),
-            (6 << 20) + 5
-        );
+        assert_eq!(last_nonzero_end(&mut f, got.end).unwrap(), (6 << 20) + 5);
         zero(&f, got.end, (6 << 20) + 5).unwrap();
         assert_eq!(last_nonzero_end(&mut f, got.end).unwrap(), got.end);
     }

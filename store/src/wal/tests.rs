@@ -74,7 +74,10 @@ fn entries_read_back_from_cache_and_files_and_after_a_reopen() {
             append(&wal, 1, i, 10 + (i as usize % 50));
         }
         assert_eq!(contents(&wal), want);
-        assert!(wal.lock().cache_bytes <= 1024 + 100, "the cache stays within its budget");
+        assert!(
+            wal.lock().cache_bytes <= 1024 + 100,
+            "the cache stays within its budget"
+        );
         assert_eq!(wal.read(10, 13).unwrap().len(), 3);
     }
     assert!(segments(dir.path()).len() > 5, "small segments roll over");
@@ -88,7 +91,9 @@ fn a_new_wal_preallocates_its_segment() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(dir.path(), Config::default()).unwrap();
     append(&wal, 1, 0, 100);
-    let len = std::fs::metadata(segment::path(dir.path(), 0)).unwrap().len();
+    let len = std::fs::metadata(segment::path(dir.path(), 0))
+        .unwrap()
+        .len();
     assert_eq!(len, SEGMENT_SIZE, "the file never grows as records go in");
 }
 
@@ -120,7 +125,10 @@ fn votes_commits_truncations_and_purges_survive_a_reopen() {
     assert_eq!(state.committed, Some(pos(2, 70)));
     assert_eq!(state.purged, Some(pos(1, 30)));
     assert_eq!(state.last, Some(pos(2, 79)));
-    let want: Vec<(u64, u64)> = (31..60).map(|i| (1, i)).chain((60..80).map(|i| (2, i))).collect();
+    let want: Vec<(u64, u64)> = (31..60)
+        .map(|i| (1, i))
+        .chain((60..80).map(|i| (2, i)))
+        .collect();
     assert_eq!(contents(&wal), want);
 }
 
@@ -148,7 +156,10 @@ fn purging_deletes_whole_segments_and_the_rest_recovers_from_their_headers() {
     );
     let wal = Wal::open(dir.path(), small()).unwrap();
     assert_eq!(wal.log_state().purged, Some(pos(2, 220)));
-    assert_eq!(contents(&wal), (221..260).map(|i| (2, i)).collect::<Vec<_>>());
+    assert_eq!(
+        contents(&wal),
+        (221..260).map(|i| (2, i)).collect::<Vec<_>>()
+    );
     // And appending continues the log.
     append(&wal, 3, 260, 10);
     assert_eq!(wal.log_state().last, Some(pos(3, 260)));
@@ -207,7 +218,8 @@ fn a_torn_last_write_is_dropped_and_zeroed_and_the_log_goes_on() {
     let mut next = Vec::new();
     record::encode(&Record::Entry(pos(1, 20), payload(1, 20, 30)), 0, &mut next);
     f.write_all_at(&next[..next.len() / 2], end).unwrap();
-    f.write_all_at(b"a page of a later write", end + 8192).unwrap();
+    f.write_all_at(b"a page of a later write", end + 8192)
+        .unwrap();
     drop(f);
 
     {
@@ -337,7 +349,11 @@ fn a_truncation_into_a_deleted_segment_still_replays() {
         sync(&wal);
         (b, b + 20)
     };
-    assert_eq!(segments(dir.path()).first(), Some(&2), "segments 0 and 1 are purged");
+    assert_eq!(
+        segments(dir.path()).first(),
+        Some(&2),
+        "segments 0 and 1 are purged"
+    );
     let wal = Wal::open(dir.path(), small()).unwrap();
     assert_eq!(wal.log_state().purged, Some(pos(2, b + 2)));
     assert_eq!(

@@ -58,7 +58,9 @@ impl Writer {
                 group.push(more);
             }
             let outcome = if self.shared.failed.load(Ordering::Acquire) {
-                Err(io::Error::other("the WAL failed earlier; refusing to write"))
+                Err(io::Error::other(
+                    "the WAL failed earlier; refusing to write",
+                ))
             } else {
                 self.write_group(&group)
             };

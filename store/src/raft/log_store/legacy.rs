@@ -270,7 +270,7 @@ mod tests {
         assert_eq!(state.committed, Some(pos(2, 59)));
         let read = wal.read(0, 100).unwrap();
         assert_eq!(read.len(), 56);
-        assert_eq!(&read[10].1[..], format!("entry 15").repeat(20).as_bytes());
+        assert_eq!(&read[10].1[..], "entry 15".repeat(20).as_bytes());
 
         // Moving again finds nothing to move.
         drop(wal);

@@ -12,8 +12,7 @@ fn entry(term: u64, index: u64) -> Entry {
 
 fn dirs() -> (tempfile::TempDir, Arc<dyn Backend>) {
     let dir = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn Backend> =
-        Arc::new(crate::storage::open(&dir.path().join("db")).unwrap());
+    let backend: Arc<dyn Backend> = Arc::new(crate::storage::open(&dir.path().join("db")).unwrap());
     (dir, backend)
 }
 
@@ -103,7 +102,10 @@ fn the_log_survives_a_reopen_as_openraft_left_it() {
                 store
                     .wal
                     .append(
-                        vec![(to_pos(&entry(2, i).log_id), codec::encode("e", &entry(2, i)).unwrap())],
+                        vec![(
+                            to_pos(&entry(2, i).log_id),
+                            codec::encode("e", &entry(2, i)).unwrap(),
+                        )],
                         Some(Box::new(move |r| {
                             let _ = tx.send(r);
                         })),
@@ -113,7 +115,10 @@ fn the_log_survives_a_reopen_as_openraft_left_it() {
             }
             store.truncate(entry(2, 150).log_id).await.unwrap();
             store.purge(entry(2, 100).log_id).await.unwrap();
-            store.save_committed(Some(entry(2, 120).log_id)).await.unwrap();
+            store
+                .save_committed(Some(entry(2, 120).log_id))
+                .await
+                .unwrap();
             // The commit index is durable with the next flush.
             store.save_vote(&Vote::new(3, 1)).await.unwrap();
         });
@@ -136,7 +141,11 @@ fn the_log_survives_a_reopen_as_openraft_left_it() {
     let first = std::fs::read_dir(&wal_dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".wal").map(str::to_string)))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".wal").map(str::to_string))
+        })
         .min()
         .unwrap();
     assert_ne!(first, format!("{:016x}", 0), "segment 0 was purged");

@@ -246,11 +246,18 @@ mod tests {
 
     fn sample() -> Vec<(Vec<u8>, Vec<u8>)> {
         (0..1000u32)
-            .map(|i| (format!("k{i}").into_bytes(), vec![i as u8; (i % 300) as usize]))
+            .map(|i| {
+                (
+                    format!("k{i}").into_bytes(),
+                    vec![i as u8; (i % 300) as usize],
+                )
+            })
             .collect()
     }
 
-    fn boxed(p: &[(Vec<u8>, Vec<u8>)]) -> impl Iterator<Item = io::Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
+    type BoxedPair = io::Result<(Box<[u8]>, Box<[u8]>)>;
+
+    fn boxed(p: &[(Vec<u8>, Vec<u8>)]) -> impl Iterator<Item = BoxedPair> + '_ {
         p.iter()
             .map(|(k, v)| Ok((k.clone().into_boxed_slice(), v.clone().into_boxed_slice())))
     }
@@ -312,7 +319,9 @@ mod tests {
         std::fs::write(dir.path().join("current.snap"), &dump).unwrap();
         std::fs::write(dir.path().join("current.meta"), &raw_meta).unwrap();
         convert_legacy(dir.path()).unwrap();
-        assert!(!dir.path().join("current.snap").exists() && !dir.path().join("current.meta").exists());
+        assert!(
+            !dir.path().join("current.snap").exists() && !dir.path().join("current.meta").exists()
+        );
         let (m, file) = open(dir.path()).unwrap().unwrap();
         assert_eq!(m.snapshot_id, "old");
         let got: Vec<_> = pairs(file).unwrap().map(Result::unwrap).collect();
