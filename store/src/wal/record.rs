@@ -161,19 +161,27 @@ pub fn decode(buf: &[u8], prev_crc: u32) -> Result<Option<(Record, u32, usize)>,
     if crc != stored {
         return Err(DecodeError::Checksum);
     }
-    let body = &buf[HEADER_LEN..total];
-    let rec = match buf[8] {
+    let kind = buf[8];
+    let what = match kind {
+        KIND_HEADER => "header",
+        KIND_ENTRY => "entry",
+        KIND_VOTE => "vote",
+        KIND_COMMIT => "commit",
+        KIND_TRUNCATE => "truncate",
+        KIND_PURGE => "purge",
+        other => return Err(DecodeError::Kind(other)),
+    };
+    let mut r = Reader(&buf[HEADER_LEN..total]);
+    let rec = match kind {
         KIND_HEADER => {
-            let mut r = Reader(body);
-            let seq = r.u64("header")?;
-            let base = r.pos("header")?;
-            let vote = match r.u8("header")? {
+            let seq = r.u64(what)?;
+            let base = r.pos(what)?;
+            let vote = match r.u8(what)? {
                 0 => None,
-                _ => Some(r.vote("header")?),
+                _ => Some(r.vote(what)?),
             };
-            let committed = r.pos("header")?;
-            let purged = r.pos("header")?;
-            r.end("header")?;
+            let committed = r.pos(what)?;
+            let purged = r.pos(what)?;
             Record::Header(SegmentHeader {
                 seq,
                 base,
@@ -183,36 +191,15 @@ pub fn decode(buf: &[u8], prev_crc: u32) -> Result<Option<(Record, u32, usize)>,
             })
         }
         KIND_ENTRY => {
-            let mut r = Reader(body);
-            let pos = r.pos_fixed("entry")?;
-            Record::Entry(pos, r.0.to_vec())
+            let pos = r.pos_fixed(what)?;
+            Record::Entry(pos, std::mem::take(&mut r.0).to_vec())
         }
-        KIND_VOTE => {
-            let mut r = Reader(body);
-            let v = r.vote("vote")?;
-            r.end("vote")?;
-            Record::Vote(v)
-        }
-        KIND_COMMIT => {
-            let mut r = Reader(body);
-            let pos = r.pos_fixed("commit")?;
-            r.end("commit")?;
-            Record::Commit(pos)
-        }
-        KIND_TRUNCATE => {
-            let mut r = Reader(body);
-            let index = r.u64("truncate")?;
-            r.end("truncate")?;
-            Record::Truncate(index)
-        }
-        KIND_PURGE => {
-            let mut r = Reader(body);
-            let pos = r.pos_fixed("purge")?;
-            r.end("purge")?;
-            Record::Purge(pos)
-        }
-        other => return Err(DecodeError::Kind(other)),
+        KIND_VOTE => Record::Vote(r.vote(what)?),
+        KIND_COMMIT => Record::Commit(r.pos_fixed(what)?),
+        KIND_TRUNCATE => Record::Truncate(r.u64(what)?),
+        _ => Record::Purge(r.pos_fixed(what)?),
     };
+    r.end(what)?;
     Ok(Some((rec, crc, total)))
 }
 

@@ -38,6 +38,13 @@ fn append(wal: &Wal, term: u64, index: u64, size: usize) {
     rx.recv().unwrap().unwrap();
 }
 
+/// Appends entries `indexes` of `term`, each durable before the next.
+fn fill(wal: &Wal, term: u64, indexes: std::ops::Range<u64>, size: usize) {
+    for i in indexes {
+        append(wal, term, i, size);
+    }
+}
+
 fn sync(wal: &Wal) {
     let (tx, rx) = mpsc::channel();
     wal.flush(Box::new(move |r| {
@@ -107,13 +114,9 @@ fn votes_commits_truncations_and_purges_survive_a_reopen() {
     };
     {
         let wal = Wal::open(dir.path(), small()).unwrap();
-        for i in 0..100 {
-            append(&wal, 1, i, 40);
-        }
+        fill(&wal, 1, 0..100, 40);
         wal.truncate(60, None).unwrap();
-        for i in 60..80 {
-            append(&wal, 2, i, 40);
-        }
+        fill(&wal, 2, 60..80, 40);
         wal.save_vote(vote, None).unwrap();
         wal.commit(pos(2, 70)).unwrap();
         wal.purge(pos(1, 30), None).unwrap();
@@ -137,15 +140,11 @@ fn purging_deletes_whole_segments_and_the_rest_recovers_from_their_headers() {
     let dir = tempfile::tempdir().unwrap();
     {
         let wal = Wal::open(dir.path(), small()).unwrap();
-        for i in 0..200 {
-            append(&wal, 1, i, 60);
-        }
+        fill(&wal, 1, 0..200, 60);
         // Truncate back into an older segment after several rollovers (a new leader
         // overwriting uncommitted entries), append over it, then purge past all of it.
         wal.truncate(150, None).unwrap();
-        for i in 150..260 {
-            append(&wal, 2, i, 60);
-        }
+        fill(&wal, 2, 150..260, 60);
         wal.purge(pos(2, 220), None).unwrap();
         sync(&wal);
         assert!(wal.read(0, 221).unwrap().is_empty());
@@ -170,9 +169,7 @@ fn a_purge_past_the_end_empties_the_log_and_appends_follow_it() {
     let dir = tempfile::tempdir().unwrap();
     {
         let wal = Wal::open(dir.path(), small()).unwrap();
-        for i in 0..10 {
-            append(&wal, 1, i, 10);
-        }
+        fill(&wal, 1, 0..10, 10);
         // A snapshot installed from the leader covers more than this log has.
         wal.purge(pos(3, 500), None).unwrap();
         append(&wal, 3, 501, 10);
@@ -206,9 +203,7 @@ fn a_torn_last_write_is_dropped_and_zeroed_and_the_log_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let (seq, end) = {
         let wal = Wal::open(dir.path(), Config::default()).unwrap();
-        for i in 0..20 {
-            append(&wal, 1, i, 30);
-        }
+        fill(&wal, 1, 0..20, 30);
         valid_end(&wal)
     };
     let path = segment::path(dir.path(), seq);
@@ -243,9 +238,7 @@ fn a_segment_started_but_never_written_is_removed() {
     let dir = tempfile::tempdir().unwrap();
     {
         let wal = Wal::open(dir.path(), small()).unwrap();
-        for i in 0..5 {
-            append(&wal, 1, i, 10);
-        }
+        fill(&wal, 1, 0..5, 10);
     }
     let last = *segments(dir.path()).last().unwrap();
     // The flush thread had created the next segment (zeros) when the member stopped.
@@ -261,9 +254,7 @@ fn damage_before_the_last_segment_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     {
         let wal = Wal::open(dir.path(), small()).unwrap();
-        for i in 0..100 {
-            append(&wal, 1, i, 60);
-        }
+        fill(&wal, 1, 0..100, 60);
     }
     let segs = segments(dir.path());
     assert!(segs.len() > 2);
@@ -280,9 +271,7 @@ fn damage_before_the_last_segment_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     {
         let wal = Wal::open(dir.path(), small()).unwrap();
-        for i in 0..100 {
-            append(&wal, 1, i, 60);
-        }
+        fill(&wal, 1, 0..100, 60);
     }
     assert!(segments(dir.path()).len() > 2);
     std::fs::remove_file(segment::path(dir.path(), 1)).unwrap();
