@@ -632,3 +632,42 @@ async fn tiny_quota_raises_nospace_and_recovers() {
     let got = all_kvs(&eps[2], 0).await;
     assert!(got.iter().any(|k| k.0 == b"small" && k.1 == b"again"));
 }
+
+/// With a snapshot count no workload reaches, a member still takes a Raft snapshot once its
+/// log has grown by `--snapshot-log-bytes`, and keeps serving what was written before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_taken_when_the_log_grows_past_its_size_limit() {
+    let cluster = Cluster::start_with(
+        1,
+        &[
+            "--snapshot-count",
+            "100000000",
+            "--snapshot-log-bytes",
+            "1048576",
+        ],
+    )
+    .await;
+    let m = &cluster.members[0];
+    let snapshot = m.data_dir.join("member/snap/raft.snapshot");
+    let mut kv = kv(&m.endpoint()).await;
+    let value = vec![b'x'; 8 * 1024];
+    // 4 MiB of puts, each its own entry: far below the count, well past the byte limit.
+    for i in 0..512 {
+        put(&mut kv, &format!("big/{i:04}"), &value).await.unwrap();
+    }
+    eventually(WAIT, "a raft snapshot file", || async {
+        snapshot.exists().then_some(())
+    })
+    .await;
+    let resp = kv
+        .range(RangeRequest {
+            key: b"big/".to_vec(),
+            range_end: b"big0".to_vec(),
+            count_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.count, 512);
+}

@@ -155,6 +155,12 @@ impl StateMachine {
         &self.inner.lessor
     }
 
+    /// The size of the saved Raft snapshot, 0 if there is none.
+    pub fn snapshot_bytes(&self) -> u64 {
+        let path = snapshot_file::path(&self.inner.snapshot_dir);
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    }
+
     /// Where Raft snapshots live (also scratch space for streaming backups).
     pub fn snapshot_dir(&self) -> &std::path::Path {
         &self.inner.snapshot_dir

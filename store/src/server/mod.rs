@@ -12,6 +12,7 @@ pub mod membership;
 pub mod node;
 pub mod peer;
 pub mod read_index;
+pub mod snapshots;
 pub mod transfer;
 
 use std::collections::BTreeMap;
@@ -101,6 +102,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let log_store = LogStore::open(&wal_dir, backend.clone())
         .with_context(|| format!("opening the WAL in {}", wal_dir.display()))?;
     let appends = log_store.appends();
+    let log_size = log_store.clone();
     let sm = StateMachine::open(backend.clone(), member_dir.join("snap"))
         .context("opening the state machine")?;
     sm.auth()
@@ -257,6 +259,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.advertise_client_urls.clone(),
         )),
         tokio::spawn(compactor::run(node.clone(), args.auto_compaction()?)),
+        tokio::spawn(snapshots::run(
+            node.raft.clone(),
+            log_size,
+            node.sm.clone(),
+            args.snapshot_log_bytes,
+        )),
         tokio::spawn(leases::track_leadership(node.clone())),
         tokio::spawn(watch_removal(node.clone(), stop_tx.clone())),
         tokio::spawn(leases::expire(node.clone())),

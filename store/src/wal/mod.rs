@@ -385,6 +385,11 @@ impl Wal {
         self.lock().log_state()
     }
 
+    /// Bytes of records queued since the WAL was opened.
+    pub fn bytes_queued(&self) -> u64 {
+        self.lock().lsn
+    }
+
     /// Appends entries (id and payload each); `done` hears once they are on disk. They are
     /// readable at once.
     pub fn append(

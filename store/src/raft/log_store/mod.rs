@@ -112,6 +112,11 @@ impl LogStore {
         self.appends.subscribe()
     }
 
+    /// Bytes appended to the log (entries, votes, ...) since this member started.
+    pub fn bytes_appended(&self) -> u64 {
+        self.wal.bytes_queued()
+    }
+
     /// Waits until everything written so far is on disk.
     async fn sync(&self) -> io::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
