@@ -99,8 +99,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10_000, env = "ETCD_SNAPSHOT_COUNT")]
     pub snapshot_count: u64,
     /// Also take a Raft snapshot once the log has grown by this many bytes since the last one,
-    /// or by the last snapshot's size if that is larger (cairn batches concurrent writes into
-    /// one entry, so the entry count alone lets the log grow far); 0 turns this off.
+    /// or by twice the last snapshot's size if that is larger, and keep at most this many bytes
+    /// of entries after it (cairn batches concurrent writes into one entry, so entry counts
+    /// alone let the log grow far); 0 turns this off.
     #[arg(long, default_value_t = 64 * 1024 * 1024, env = "CAIRN_SNAPSHOT_LOG_BYTES")]
     pub snapshot_log_bytes: u64,
     /// Entries kept after a snapshot so slow followers can catch up without one.

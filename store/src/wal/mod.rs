@@ -385,6 +385,22 @@ impl Wal {
         self.lock().log_state()
     }
 
+    /// The first index of the newest entries whose payloads add up to at most `max_bytes` (the
+    /// next index if even the last entry is larger).
+    pub fn tail_start(&self, max_bytes: u64) -> u64 {
+        let st = self.lock();
+        let mut total = 0u64;
+        let mut start = st.next_index();
+        for loc in st.entries.iter().rev() {
+            total += u64::from(loc.len);
+            if total > max_bytes {
+                break;
+            }
+            start = loc.pos.index;
+        }
+        start
+    }
+
     /// Bytes of records queued since the WAL was opened.
     pub fn bytes_queued(&self) -> u64 {
         self.lock().lsn

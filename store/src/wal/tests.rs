@@ -350,3 +350,16 @@ fn a_truncation_into_a_deleted_segment_still_replays() {
         (b + 3..next).map(|i| (2, i)).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn the_tail_within_a_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), small()).unwrap();
+    assert_eq!(wal.tail_start(100), 0, "an empty log");
+    fill(&wal, 1, 0..10, 100);
+    assert_eq!(wal.tail_start(1000), 0, "everything fits");
+    assert_eq!(wal.tail_start(350), 7);
+    assert_eq!(wal.tail_start(99), 10, "not even the last one fits");
+    wal.purge(pos(1, 4), None).unwrap();
+    assert_eq!(wal.tail_start(10_000), 5);
+}

@@ -112,6 +112,11 @@ impl LogStore {
         self.appends.subscribe()
     }
 
+    /// The first index of the newest entries that add up to at most `max_bytes`.
+    pub fn tail_start(&self, max_bytes: u64) -> u64 {
+        self.wal.tail_start(max_bytes)
+    }
+
     /// Bytes appended to the log (entries, votes, ...) since this member started.
     pub fn bytes_appended(&self) -> u64 {
         self.wal.bytes_queued()
