@@ -630,11 +630,14 @@ fn drop_unstarted_segment(dir: &Path, mut seqs: Vec<u64>) -> Result<Vec<u64>, Wa
     };
     let path = segment::path(dir, seq);
     let mut f = open_rw(&path)?;
-    let contents = segment::read(&mut f, record::chain_seed(seq)).map_err(io_at(&path))?;
-    if matches!(contents.records.first(), Some((0, Record::Header(h))) if h.seq == seq) {
+    // Only its first record matters here; `recover_segment` reads the rest.
+    let mut records = segment::Records::new(&mut f, record::chain_seed(seq));
+    let first = records.next().transpose().map_err(io_at(&path))?;
+    if matches!(&first, Some((0, Record::Header(h))) if h.seq == seq) {
         return Ok(seqs);
     }
-    if seqs.len() == 1 && contents.how != segment::End::Clean {
+    let zeros = first.is_none() && records.end() == Some(&segment::End::Clean);
+    if seqs.len() == 1 && !zeros {
         // The only segment, with a damaged start: refuse, rather than start from an empty log.
         return Err(corrupt(&path, 0, "no valid segment header"));
     }
@@ -656,30 +659,31 @@ fn recover_segment(
 ) -> Result<File, WalError> {
     let path = segment::path(dir, seq);
     let mut f = open_rw(&path)?;
-    let contents = segment::read(&mut f, record::chain_seed(seq)).map_err(io_at(&path))?;
     let mut last_index = None;
-    let mut header_end = 0;
-    for (i, (off, rec)) in contents.records.iter().enumerate() {
-        match (i, rec) {
-            (0, Record::Header(h)) if h.seq == seq => {
+    let mut header_end = None;
+    let mut records = segment::Records::new(&mut f, record::chain_seed(seq));
+    while let Some(item) = records.next() {
+        let (off, rec) = item.map_err(io_at(&path))?;
+        match (header_end, rec) {
+            (None, Record::Header(h)) if h.seq == seq => {
                 if is_first {
-                    start_from_header(st, h);
+                    start_from_header(st, &h);
                 }
-                header_end = contents.records.get(1).map_or(contents.end, |(o, _)| *o);
+                header_end = Some(records.offset());
             }
-            (0, _) => return Err(corrupt(&path, 0, "no valid segment header")),
-            (_, Record::Header(_)) => return Err(corrupt(&path, *off, "a second header")),
-            (_, Record::Entry(pos, payload)) => {
+            (None, _) => return Err(corrupt(&path, 0, "no valid segment header")),
+            (Some(_), Record::Header(_)) => return Err(corrupt(&path, off, "a second header")),
+            (Some(_), Record::Entry(pos, payload)) => {
                 if pos.index != st.next_index() {
                     let reason = format!(
                         "entry {} does not follow the log, whose next index is {}",
                         pos.index,
                         st.next_index()
                     );
-                    return Err(corrupt(&path, *off, &reason));
+                    return Err(corrupt(&path, off, &reason));
                 }
                 st.entries.push_back(Loc {
-                    pos: *pos,
+                    pos,
                     seg: seq,
                     off: off + record::ENTRY_PAYLOAD_OFFSET as u64,
                     len: payload.len() as u32,
@@ -688,34 +692,34 @@ fn recover_segment(
                 });
                 last_index = Some(pos.index);
             }
-            (_, rec) => st
-                .apply(rec, Mode::Recovery)
-                .map_err(|reason| corrupt(&path, *off, &reason))?,
+            (Some(_), rec) => st
+                .apply(&rec, Mode::Recovery)
+                .map_err(|reason| corrupt(&path, off, &reason))?,
         }
     }
-    if let segment::End::Invalid(e) = &contents.how {
+    let (end, crc) = (records.offset(), records.crc());
+    if let Some(segment::End::Invalid(e)) = records.end() {
         if !is_last {
-            return Err(corrupt(&path, contents.end, &e.to_string()));
+            return Err(corrupt(&path, end, &e.to_string()));
         }
         tracing::warn!(
-            path = %path.display(), offset = contents.end, reason = %e,
+            path = %path.display(), offset = end, reason = %e,
             "the WAL ends in a torn write (the member stopped during a flush); dropping it"
         );
     }
     st.add_segment(dir, seq, last_index);
     if is_last {
         // Whatever a torn write left after the valid records is zeroed: appends go there next.
-        let dirty_end = segment::last_nonzero_end(&mut f, contents.end).map_err(io_at(&path))?;
-        if dirty_end > contents.end {
-            segment::zero(&f, contents.end, dirty_end).map_err(io_at(&path))?;
+        let dirty_end = segment::last_nonzero_end(&mut f, end).map_err(io_at(&path))?;
+        if dirty_end > end {
+            segment::zero(&f, end, dirty_end).map_err(io_at(&path))?;
         }
         use std::io::{Seek, SeekFrom};
-        f.seek(SeekFrom::Start(contents.end))
-            .map_err(io_at(&path))?;
+        f.seek(SeekFrom::Start(end)).map_err(io_at(&path))?;
         st.seq = seq;
-        st.off = contents.end;
-        st.crc = contents.crc;
-        st.header_end = header_end;
+        st.off = end;
+        st.crc = crc;
+        st.header_end = header_end.unwrap_or(0);
     }
     Ok(f)
 }

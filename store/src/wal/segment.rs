@@ -82,66 +82,102 @@ pub enum End {
     Invalid(DecodeError),
 }
 
-/// A segment's records, where each starts, where the valid part ends and why.
-#[derive(Debug)]
-pub struct Contents {
-    pub records: Vec<(u64, Record)>,
-    pub end: u64,
-    pub how: End,
-    /// The last valid record's CRC (the seed if there is none): what the next one chains to.
-    pub crc: u32,
+/// A segment's records in order, each with where it starts, the first chained from the seed.
+/// Reads a window at a time, so a 64 MiB segment is never in memory whole; once `next` has
+/// returned `None`, [`Records::end`] says why and [`Records::offset`] where the valid part ends.
+pub struct Records<'f> {
+    file: &'f mut File,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`, and how much of `buf` is parsed.
+    base: u64,
+    at: usize,
+    eof: bool,
+    crc: u32,
+    end: Option<End>,
 }
 
-/// Reads `file`'s records, the first chained from `seed`. Reads a window at a time, so a 64 MiB
-/// segment is never in memory whole.
-pub fn read(file: &mut File, seed: u32) -> io::Result<Contents> {
-    const WINDOW: usize = 1 << 20;
-    let mut buf: Vec<u8> = Vec::new();
-    // File offset of buf[0], and how much of buf is parsed.
-    let (mut base, mut at) = (0u64, 0usize);
-    let mut eof = false;
-    let mut crc = seed;
-    let mut records = Vec::new();
-    loop {
-        let rest = &buf[at..];
-        let how = match record::decode(rest, crc) {
-            Ok(Some((rec, next_crc, len))) => {
-                records.push((base + at as u64, rec));
-                crc = next_crc;
-                at += len;
-                continue;
-            }
-            // A zero length field is the end; fewer than its 4 bytes, or a record the window
-            // does not hold whole, may only mean the window ends here.
-            Ok(None) if rest.len() >= 4 || eof => End::Clean,
-            Ok(None) | Err(DecodeError::Truncated) if !eof => {
-                let need = match rest.get(..4) {
-                    Some(l) => {
-                        let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
-                        record::HEADER_LEN - 1 + len
+impl<'f> Records<'f> {
+    /// Reads `file` from its start.
+    pub fn new(file: &'f mut File, seed: u32) -> Self {
+        Self {
+            file,
+            buf: Vec::new(),
+            base: 0,
+            at: 0,
+            eof: false,
+            crc: seed,
+            end: None,
+        }
+    }
+
+    /// Where the next record starts: the end of the valid records read so far.
+    pub fn offset(&self) -> u64 {
+        self.base + self.at as u64
+    }
+
+    /// The last valid record's CRC (the seed if there is none): what the next one chains to.
+    pub fn crc(&self) -> u32 {
+        self.crc
+    }
+
+    /// How reading ended, once it has.
+    pub fn end(&self) -> Option<&End> {
+        self.end.as_ref()
+    }
+
+    /// Moves the unparsed bytes to the front of the buffer and reads until it holds at least
+    /// `need` of them (or the file ends).
+    fn refill(&mut self, need: usize) -> io::Result<()> {
+        const WINDOW: usize = 1 << 20;
+        self.buf.drain(..self.at);
+        self.base += self.at as u64;
+        self.at = 0;
+        let target = need.max(WINDOW);
+        let have = self.buf.len();
+        self.file
+            .by_ref()
+            .take(target.saturating_sub(have) as u64)
+            .read_to_end(&mut self.buf)?;
+        self.eof = self.buf.len() < target;
+        Ok(())
+    }
+}
+
+impl Iterator for Records<'_> {
+    type Item = io::Result<(u64, Record)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.end.is_none() {
+            let rest = &self.buf[self.at..];
+            let end = match record::decode(rest, self.crc) {
+                Ok(Some((rec, next_crc, len))) => {
+                    let at = self.offset();
+                    self.crc = next_crc;
+                    self.at += len;
+                    return Some(Ok((at, rec)));
+                }
+                // A zero length field is the end; fewer than its 4 bytes, or a record the
+                // window does not hold whole, may only mean the window ends here.
+                Ok(None) if rest.len() >= 4 || self.eof => End::Clean,
+                Ok(None) | Err(DecodeError::Truncated) if !self.eof => {
+                    let need = match rest.get(..4) {
+                        Some(l) => {
+                            let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
+                            record::HEADER_LEN - 1 + len
+                        }
+                        None => 4,
+                    };
+                    if let Err(e) = self.refill(need) {
+                        return Some(Err(e));
                     }
-                    None => 4,
-                };
-                buf.drain(..at);
-                base += at as u64;
-                at = 0;
-                let target = need.max(WINDOW);
-                let have = buf.len();
-                file.by_ref()
-                    .take(target.saturating_sub(have) as u64)
-                    .read_to_end(&mut buf)?;
-                eof = buf.len() < target;
-                continue;
-            }
-            Ok(None) => End::Clean,
-            Err(e) => End::Invalid(e),
-        };
-        return Ok(Contents {
-            records,
-            end: base + at as u64,
-            how,
-            crc,
-        });
+                    continue;
+                }
+                Ok(None) => End::Clean,
+                Err(e) => End::Invalid(e),
+            };
+            self.end = Some(end);
+        }
+        None
     }
 }
 
@@ -180,6 +216,14 @@ pub fn zero(file: &File, from: u64, to: u64) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::wal::record::{chain_seed, encode, LogPos};
+
+    /// Every record of `file`, where the valid part ends and why.
+    fn read(file: &mut File, seed: u32) -> (Vec<(u64, Record)>, u64, End) {
+        let mut records = Records::new(file, seed);
+        let got = records.by_ref().map(Result::unwrap).collect();
+        let end = records.offset();
+        (got, end, records.end.take().unwrap())
+    }
 
     #[test]
     fn names_round_trip_and_others_are_ignored() {
@@ -232,16 +276,16 @@ mod tests {
         }
         use std::os::unix::fs::FileExt;
         f.write_all_at(&buf, 0).unwrap();
-        let got = read(&mut f, chain_seed(3)).unwrap();
-        assert_eq!(got.how, End::Clean);
-        assert_eq!(got.end, buf.len() as u64);
-        assert_eq!(got.records, want);
+        let (records, end, how) = read(&mut f, chain_seed(3));
+        assert_eq!(how, End::Clean);
+        assert_eq!(end, buf.len() as u64);
+        assert_eq!(records, want);
 
         // Damage past the end is found, and zeroed.
         f.write_all_at(b"stale", 6 << 20).unwrap();
-        assert_eq!(last_nonzero_end(&mut f, got.end).unwrap(), (6 << 20) + 5);
-        zero(&f, got.end, (6 << 20) + 5).unwrap();
-        assert_eq!(last_nonzero_end(&mut f, got.end).unwrap(), got.end);
+        assert_eq!(last_nonzero_end(&mut f, end).unwrap(), (6 << 20) + 5);
+        zero(&f, end, (6 << 20) + 5).unwrap();
+        assert_eq!(last_nonzero_end(&mut f, end).unwrap(), end);
     }
 
     #[test]
@@ -255,9 +299,9 @@ mod tests {
         buf.truncate(buf.len() - 3); // the second record's last bytes never made it
         use std::os::unix::fs::FileExt;
         f.write_all_at(&buf, 0).unwrap();
-        let got = read(&mut f, chain_seed(0)).unwrap();
-        assert_eq!(got.records, vec![(0, Record::Truncate(5))]);
-        assert_eq!(got.end, keep as u64);
-        assert!(matches!(got.how, End::Invalid(_)));
+        let (records, end, how) = read(&mut f, chain_seed(0));
+        assert_eq!(records, vec![(0, Record::Truncate(5))]);
+        assert_eq!(end, keep as u64);
+        assert!(matches!(how, End::Invalid(_)));
     }
 }
