@@ -478,6 +478,16 @@ impl Wal {
         self.submit(&mut st, None, Bytes::new(), true, Some(done), Vec::new())
     }
 
+    /// Blocks until everything queued before is on disk: for start-up, not for async code.
+    pub fn flush_blocking(&self) -> io::Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.flush(Box::new(move |res| {
+            let _ = tx.send(res);
+        }))?;
+        rx.recv()
+            .map_err(|_| io::Error::other("the WAL's flush thread stopped"))?
+    }
+
     fn write_record(&self, rec: Record, sync: bool, done: Option<Done>) -> Result<(), WalError> {
         let mut st = self.lock();
         st.apply(&rec, Mode::Live).map_err(WalError::Invalid)?;

@@ -45,15 +45,6 @@ fn fill(wal: &Wal, term: u64, indexes: std::ops::Range<u64>, size: usize) {
     }
 }
 
-fn sync(wal: &Wal) {
-    let (tx, rx) = mpsc::channel();
-    wal.flush(Box::new(move |r| {
-        let _ = tx.send(r);
-    }))
-    .unwrap();
-    rx.recv().unwrap().unwrap();
-}
-
 /// (term, index) of every entry, and checks each payload is the one written.
 fn contents(wal: &Wal) -> Vec<(u64, u64)> {
     wal.read(0, u64::MAX)
@@ -120,7 +111,7 @@ fn votes_commits_truncations_and_purges_survive_a_reopen() {
         wal.save_vote(vote, None).unwrap();
         wal.commit(pos(2, 70)).unwrap();
         wal.purge(pos(1, 30), None).unwrap();
-        sync(&wal);
+        wal.flush_blocking().unwrap();
     }
     let wal = Wal::open(dir.path(), small()).unwrap();
     let state = wal.log_state();
@@ -146,7 +137,7 @@ fn purging_deletes_whole_segments_and_the_rest_recovers_from_their_headers() {
         wal.truncate(150, None).unwrap();
         fill(&wal, 2, 150..260, 60);
         wal.purge(pos(2, 220), None).unwrap();
-        sync(&wal);
+        wal.flush_blocking().unwrap();
         assert!(wal.read(0, 221).unwrap().is_empty());
     }
     assert!(
@@ -335,7 +326,7 @@ fn a_truncation_into_a_deleted_segment_still_replays() {
         }
         // Then a snapshot covers everything the previous segment held.
         wal.purge(pos(2, b + 2), None).unwrap();
-        sync(&wal);
+        wal.flush_blocking().unwrap();
         (b, b + 20)
     };
     assert_eq!(

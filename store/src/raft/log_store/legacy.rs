@@ -8,7 +8,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 use openraft::Vote;
 use raft_log::RaftLog;
@@ -134,7 +133,7 @@ pub fn move_raft_log(dir: &Path, config: wal::Config) -> io::Result<()> {
         if let Some(c) = state.committed() {
             wal.commit(rl_pos(c))?;
         }
-        flush_blocking(&wal)?;
+        wal.flush_blocking()?;
     }
     drop(old_log);
     std::fs::rename(dir, &old)?;
@@ -143,15 +142,6 @@ pub fn move_raft_log(dir: &Path, config: wal::Config) -> io::Result<()> {
         std::fs::File::open(parent)?.sync_all()?;
     }
     std::fs::remove_dir_all(&old)
-}
-
-fn flush_blocking(wal: &Wal) -> io::Result<()> {
-    let (tx, rx) = mpsc::channel();
-    wal.flush(Box::new(move |res| {
-        let _ = tx.send(res);
-    }))?;
-    rx.recv()
-        .map_err(|_| io::Error::other("the WAL's flush thread stopped"))?
 }
 
 /// Where cairn before the WAL kept the vote and log bookkeeping in the backend.
@@ -209,7 +199,7 @@ pub fn move_log_from_backend(wal: &Wal, backend: &dyn Backend) -> io::Result<()>
         records = moved.len(),
         "moving the Raft log from the state machine's database into the WAL"
     );
-    flush_blocking(wal)?;
+    wal.flush_blocking()?;
     backend.write(moved).map_err(io::Error::other)?;
     backend.flush().map_err(io::Error::other)
 }

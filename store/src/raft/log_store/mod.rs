@@ -121,16 +121,16 @@ impl LogStore {
     pub fn bytes_appended(&self) -> u64 {
         self.wal.bytes_queued()
     }
+}
 
-    /// Waits until everything written so far is on disk.
-    async fn sync(&self) -> io::Result<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.wal.flush(Box::new(move |res| {
-            let _ = tx.send(res);
-        }))?;
-        rx.await
-            .map_err(|_| io::Error::other("the WAL's flush thread stopped"))?
-    }
+/// Hands the WAL a write that reports to the `Done` it is given, and waits until it is on disk.
+async fn durably(write: impl FnOnce(wal::Done) -> Result<(), wal::WalError>) -> io::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    write(Box::new(move |res| {
+        let _ = tx.send(res);
+    }))?;
+    rx.await
+        .map_err(|_| io::Error::other("the WAL's flush thread stopped"))?
 }
 
 /// `[from, to)` log indexes of a range.
@@ -180,17 +180,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let err = |e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let done: wal::Done = Box::new(move |res| {
-            let _ = tx.send(res);
-        });
-        self.wal
-            .save_vote(to_vote(vote), Some(done))
-            .map_err(|e| err(e.into()))?;
-        rx.await
-            .map_err(|_| err(io::Error::other("the WAL's flush thread stopped")))?
-            .map_err(err)
+        durably(|done| self.wal.save_vote(to_vote(vote), Some(done)))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -259,11 +251,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
-        let err = |e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e);
-        self.wal
-            .truncate(log_id.index, None)
-            .map_err(|e| err(e.into()))?;
-        self.sync().await.map_err(err)
+        durably(|done| self.wal.truncate(log_id.index, Some(done)))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
@@ -276,10 +266,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
             .map_err(|e| err(io::Error::other(e)))?
             .map_err(|e| err(io::Error::other(e)))?;
-        self.wal
-            .purge(to_pos(&log_id), None)
-            .map_err(|e| err(e.into()))?;
-        self.sync().await.map_err(err)
+        durably(|done| self.wal.purge(to_pos(&log_id), Some(done)))
+            .await
+            .map_err(err)
     }
 }
 
