@@ -40,16 +40,18 @@ fn invalid(what: impl Into<String>) -> io::Error {
 
 /// Writes a snapshot of `pairs` with `meta` to `path`, durably and atomically (a temporary
 /// file renamed into place). Returns the file's size.
-pub fn write<I>(path: &Path, meta: &Meta, pairs: I) -> io::Result<u64>
+pub fn write<I, K, V>(path: &Path, meta: &Meta, pairs: I) -> io::Result<u64>
 where
-    I: IntoIterator<Item = io::Result<(Box<[u8]>, Box<[u8]>)>>,
+    I: IntoIterator<Item = io::Result<(K, V)>>,
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
 {
     let tmp = path.with_extension("tmp");
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
     out.write_all(DUMP_MAGIC)?;
     for pair in pairs {
         let (k, v) = pair?;
-        for part in [&k, &v] {
+        for part in [k.as_ref(), v.as_ref()] {
             let len = u32::try_from(part.len()).map_err(|_| invalid("pair over 4 GiB"))?;
             out.write_all(&len.to_be_bytes())?;
             out.write_all(part)?;
@@ -112,15 +114,19 @@ pub fn open(dir: &Path) -> io::Result<Option<(Meta, File)>> {
     Ok(Some((meta, file)))
 }
 
-/// The dump's pairs, read as a stream.
-pub struct Pairs {
-    input: io::Take<BufReader<File>>,
+/// A dump's pairs, read as a stream.
+pub struct Pairs<R> {
+    input: io::Take<R>,
 }
 
 /// Reads the pairs of the snapshot in `file` (positioned anywhere).
-pub fn pairs(mut file: File) -> io::Result<Pairs> {
+pub fn pairs(mut file: File) -> io::Result<Pairs<BufReader<File>>> {
     let (_, dump_end) = read_meta(&mut file)?;
-    let mut input = BufReader::with_capacity(1 << 20, file).take(dump_end);
+    dump_pairs(BufReader::with_capacity(1 << 20, file).take(dump_end))
+}
+
+/// The pairs of the dump that is all of `input`, magic first.
+fn dump_pairs<R: Read>(mut input: io::Take<R>) -> io::Result<Pairs<R>> {
     let mut magic = [0u8; DUMP_MAGIC.len()];
     input.read_exact(&mut magic)?;
     if magic != DUMP_MAGIC {
@@ -129,7 +135,7 @@ pub fn pairs(mut file: File) -> io::Result<Pairs> {
     Ok(Pairs { input })
 }
 
-impl Pairs {
+impl<R: Read> Pairs<R> {
     fn part(&mut self) -> io::Result<Option<Vec<u8>>> {
         let mut len = [0u8; 4];
         match self.input.read(&mut len[..1])? {
@@ -146,7 +152,7 @@ impl Pairs {
     }
 }
 
-impl Iterator for Pairs {
+impl<R: Read> Iterator for Pairs<R> {
     type Item = io::Result<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -188,11 +194,9 @@ pub fn convert_legacy(dir: &Path) -> io::Result<()> {
     if let Some((raw_meta, dump)) = old {
         let meta: Meta =
             codec::decode("snapshot meta", &raw_meta).map_err(|e| invalid(e.to_string()))?;
-        let body = dump
-            .strip_prefix(DUMP_MAGIC)
-            .ok_or_else(|| invalid("not a cairn snapshot dump"))?;
+        let pairs = dump_pairs(dump.as_slice().take(dump.len() as u64))?;
         tracing::info!(snapshot = %meta.snapshot_id, "rewriting a raft snapshot in the streamed layout");
-        write(&path(dir), &meta, LegacyPairs(body))?;
+        write(&path(dir), &meta, pairs)?;
     }
     for legacy in [one_file, data, meta] {
         match std::fs::remove_file(legacy) {
@@ -201,36 +205,6 @@ pub fn convert_legacy(dir: &Path) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The pairs of an in-memory dump body (after its magic).
-struct LegacyPairs<'a>(&'a [u8]);
-
-impl LegacyPairs<'_> {
-    fn part(&mut self) -> io::Result<Box<[u8]>> {
-        let take = |rest: &mut &[u8], n: usize| -> io::Result<Vec<u8>> {
-            if rest.len() < n {
-                return Err(invalid("truncated snapshot"));
-            }
-            let (head, tail) = rest.split_at(n);
-            *rest = tail;
-            Ok(head.to_vec())
-        };
-        let len = take(&mut self.0, 4)?;
-        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        Ok(take(&mut self.0, len)?.into_boxed_slice())
-    }
-}
-
-impl Iterator for LegacyPairs<'_> {
-    type Item = io::Result<(Box<[u8]>, Box<[u8]>)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
-            return None;
-        }
-        Some(self.part().and_then(|k| Ok((k, self.part()?))))
-    }
 }
 
 #[cfg(test)]
@@ -255,18 +229,17 @@ mod tests {
             .collect()
     }
 
-    type BoxedPair = io::Result<(Box<[u8]>, Box<[u8]>)>;
+    type PairRef<'a> = io::Result<(&'a Vec<u8>, &'a Vec<u8>)>;
 
-    fn boxed(p: &[(Vec<u8>, Vec<u8>)]) -> impl Iterator<Item = BoxedPair> + '_ {
-        p.iter()
-            .map(|(k, v)| Ok((k.clone().into_boxed_slice(), v.clone().into_boxed_slice())))
+    fn ok(p: &[(Vec<u8>, Vec<u8>)]) -> impl Iterator<Item = PairRef<'_>> {
+        p.iter().map(|(k, v)| Ok((k, v)))
     }
 
     #[test]
     fn a_snapshot_streams_back_with_its_metadata() {
         let dir = tempfile::tempdir().unwrap();
         let want = sample();
-        write(&path(dir.path()), &meta("s1"), boxed(&want)).unwrap();
+        write(&path(dir.path()), &meta("s1"), ok(&want)).unwrap();
         let (m, file) = open(dir.path()).unwrap().unwrap();
         assert_eq!(m.snapshot_id, "s1");
         let got: Vec<_> = pairs(file).unwrap().map(Result::unwrap).collect();
@@ -278,7 +251,7 @@ mod tests {
     fn a_cut_or_foreign_file_is_an_error_not_a_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let p = path(dir.path());
-        write(&p, &meta("s1"), boxed(&sample())).unwrap();
+        write(&p, &meta("s1"), ok(&sample())).unwrap();
         let whole = std::fs::read(&p).unwrap();
         let (_, dump_end) = read_meta(&mut File::open(&p).unwrap()).unwrap();
         for cut in [whole.len() - 1, whole.len() / 2, 5] {
